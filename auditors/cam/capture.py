@@ -1,0 +1,74 @@
+"""Capture the target layer's output during one forward, with the hook always removed afterwards.
+
+Why a leaf: with ``requires_grad=True`` the hook swaps the layer output for a fresh leaf and
+switches grad mode on from that point of the forward. Run the model under ``torch.no_grad()``
+and autograd records only the head *after* the target layer: the backbone keeps inference-style
+memory, parameters may be frozen or not, and ``autograd.grad(score, leaf)`` never sets a
+parameter's ``.grad``. ``no_grad``'s exit restores the caller's grad mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Captured", "capture"]
+
+
+@dataclass
+class Captured:
+    """What the hook saw: the activation (a leaf when gradients are wanted) and how often it fired."""
+
+    name: str
+    activation: Tensor | None = None
+    calls: int = 0
+
+    def get(self) -> Tensor:
+        if self.activation is None:
+            raise RuntimeError(
+                f"target layer {self.name!r} was not called in the forward pass; "
+                "pick a module that runs in model.forward"
+            )
+        return self.activation
+
+
+@contextlib.contextmanager
+def capture(layer: nn.Module, name: str, *, requires_grad: bool) -> Iterator[Captured]:
+    """Hook ``layer`` for the duration of the block.
+
+    ``requires_grad=False`` stores a copy (so in-place ops downstream, e.g. DenseNet's
+    ``F.relu(features, inplace=True)``, cannot change it) and leaves the forward untouched.
+    """
+    cap = Captured(name)
+
+    def hook(_m: nn.Module, _inp: tuple, out: object) -> Tensor | None:
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"target layer {name!r} returned {type(out).__name__}, not a Tensor; "
+                "choose a module whose output is one tensor"
+            )
+        cap.calls += 1
+        if cap.calls > 1:
+            raise RuntimeError(
+                f"target layer {name!r} ran {cap.calls} times in one forward (a shared module such as "
+                "a reused ReLU); choose a module that runs once, e.g. its parent block"
+            )
+        if not requires_grad:
+            cap.activation = out.detach().clone()
+            return None
+        torch.set_grad_enabled(True)  # record only from here on; the caller's no_grad() restores it
+        leaf = out.detach().requires_grad_(True)
+        cap.activation = leaf
+        # A non-leaf copy goes downstream so in-place ops after the layer stay legal and leave
+        # the captured activation intact.
+        return leaf.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield cap
+    finally:
+        handle.remove()

@@ -1,0 +1,331 @@
+"""The CAM engine: one forward with a hook on the target layer, one gradient to that layer.
+
+Why this shape: the gradient of a class score with respect to the target activation needs only
+the part of the graph *after* the target layer. The backbone runs under ``no_grad`` and the hook
+(:mod:`auditors.cam.capture`) re-attaches the activation as a fresh leaf, so autograd never
+records or backpropagates through the backbone, never touches parameter ``.grad`` and works on
+fully frozen models. Where the head is global-average-pool + linear (ResNet, EfficientNet,
+MobileNetV2, ...) even that small backward is skipped: the gradient is ``W[c] / (h*w)``
+(:mod:`auditors.cam.head`) and the whole batch costs one ``inference_mode`` forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from auditors.cam._validation import (
+    CamParameterError,
+    check_bool,
+    check_callable,
+    check_choice,
+    check_size,
+)
+from auditors.cam.capture import capture
+from auditors.cam.head import GapLinearHead, detect_gap_linear_head
+from auditors.cam.layers import detect_target, get_module
+from auditors.cam.methods import GRADIENT_FREE, METHODS
+
+__all__ = ["CamEngine", "CamBatch", "TopkCamBatch", "METHODS", "AMP_MODES", "GRADIENT_SOURCES"]
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+#: "auto": closed form where the head allows it, else autograd; "analytic": closed form or error.
+GRADIENT_SOURCES = ("auto", "autograd", "analytic")
+
+TargetsLike = Tensor | int | Sequence[int] | None
+
+
+def _degenerate(maps: Tensor) -> Tensor:
+    total = maps.sum(dim=(-2, -1))
+    return ~torch.isfinite(total) | (total <= 0)
+
+
+@dataclass
+class CamBatch:
+    """Result of one batch. Tensors stay on the engine's device.
+
+    ``maps`` are ReLU'd, un-normalised, at the target layer's resolution (B, h, w), float32.
+    ``degenerate`` marks maps whose total is zero or not finite: their ratios are undefined.
+    """
+
+    maps: Tensor
+    logits: Tensor
+    targets: Tensor
+    degenerate: Tensor
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.float().softmax(dim=1)
+
+
+@dataclass
+class TopkCamBatch:
+    """Maps for several classes per image from one forward: ``maps`` (B, k, h, w), ``classes`` (B, k).
+
+    For :meth:`CamEngine.compute_topk` the classes are sorted by decreasing logit.
+    """
+
+    maps: Tensor
+    logits: Tensor
+    classes: Tensor
+    degenerate: Tensor
+
+    @property
+    def probs(self) -> Tensor:
+        return self.logits.float().softmax(dim=1)
+
+
+def _amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        return torch.device("cpu"), torch.float32
+    return p.device, (p.dtype if p.dtype.is_floating_point else torch.float32)
+
+
+class CamEngine:
+    """Compute CAMs for batches of preprocessed images.
+
+    Parameters
+    ----------
+    model : nn.Module in eval mode (parameters may be frozen).
+    target_layer : dotted module name, or None to auto-detect (the last spatial layer of a CNN;
+        ``ln_1`` of the last block, with a token transform, for torchvision ViT).
+    method : one of :data:`METHODS`. ``"cam"`` needs a global-average-pool + linear head.
+    input_size : (H, W) of the batches; used for auto-detection and the head probe.
+    amp : "auto" | "off" | "bf16" | "fp16"; autocast is used on CUDA only.
+    reshape_transform : maps a token-shaped activation (..., N, C) to (..., C, h, w) (ViT/Swin);
+        see :func:`auditors.cam.vit_reshape_transform`. None keeps NCHW activations as they are.
+    channels_last : convert the model (in place) and every batch to channels_last; usually faster
+        for convolutional nets on CPU and on tensor-core GPUs.
+    gradient : "auto" | "autograd" | "analytic" (see :data:`GRADIENT_SOURCES`). The closed form
+        is used only after it was verified against autograd on a probe batch at construction.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: str | None = None,
+        method: str = "gradcam",
+        input_size: tuple[int, int] = (224, 224),
+        amp: str = "auto",
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        *,
+        channels_last: bool = False,
+        gradient: str = "auto",
+    ):
+        if not isinstance(model, nn.Module):
+            raise CamParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.method = check_choice("method", method, METHODS)
+        self.input_size = check_size("input_size", input_size)
+        self.amp = check_choice("amp", amp, AMP_MODES)
+        self.reshape_transform = check_callable("reshape_transform", reshape_transform)
+        self.channels_last = check_bool("channels_last", channels_last)
+        self.gradient = check_choice("gradient", gradient, GRADIENT_SOURCES)
+        if target_layer is not None and not isinstance(target_layer, str):
+            raise CamParameterError(f"target_layer must be a dotted module name or None, got {target_layer!r}")
+        if self.method in GRADIENT_FREE and self.gradient == "autograd":
+            raise CamParameterError(f"method={method!r} is gradient-free; it cannot use gradient='autograd'")
+        if model.training:
+            warnings.warn("CamEngine: model is in training mode; call model.eval() first", stacklevel=2)
+
+        self.model = model
+        self.device, self._dtype = _model_device_dtype(model)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if target_layer is None:
+            target_layer, auto_transform = detect_target(model, self.input_size, self.device)
+            if self.reshape_transform is None:
+                self.reshape_transform = auto_transform
+        self.target_layer: str = target_layer
+        self.layer = get_module(model, target_layer)
+        self.amp_dtype = _amp_dtype(self.device, self.amp)
+
+        self.head: GapLinearHead | None = None
+        self.head_reason = "not checked (gradient='autograd')"
+        if self.gradient != "autograd":
+            self.head, self.head_reason = detect_gap_linear_head(
+                model, self.layer, self.target_layer, self._probe_batch(), self.reshape_transform
+            )
+            if self.head is None and (self.method in GRADIENT_FREE or self.gradient == "analytic"):
+                what = f"method={method!r}" if self.method in GRADIENT_FREE else "gradient='analytic'"
+                raise CamParameterError(
+                    f"{what} needs the target layer to feed global-average-pool + the final nn.Linear, "
+                    f"but for target_layer={self.target_layer!r}: {self.head_reason}. "
+                    "Use method='gradcam' (identical maps where CAM applies) or another target layer."
+                )
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def gradient_source(self) -> str:
+        """"analytic" (closed-form head, no autograd) or "autograd"."""
+        return "analytic" if self.head is not None else "autograd"
+
+    def __repr__(self) -> str:
+        return (
+            f"CamEngine(target_layer={self.target_layer!r}, method={self.method!r}, "
+            f"gradient={self.gradient_source!r}, device={str(self.device)!r}, channels_last={self.channels_last})"
+        )
+
+    def compute(self, x: Tensor, targets: TargetsLike = None) -> CamBatch:
+        """CAMs for ``x`` (B, C, H, W), one class per image.
+
+        ``targets``: None = the predicted class; a (B,) index tensor (true labels, or any class
+        per image); or one int / a length-B sequence. Predictions come from the same forward.
+        """
+        x = self._prepare(x)
+        t = None if targets is None else self._as_index(targets, len(x))
+        logits, maps, classes = self._run(x, lambda lg: lg.argmax(dim=1) if t is None else self._checked(t, lg))
+        return CamBatch(maps=maps, logits=logits, targets=classes, degenerate=_degenerate(maps))
+
+    def compute_topk(self, x: Tensor, k: int) -> TopkCamBatch:
+        """Maps for the ``k`` highest-scoring classes of every image, from one forward and one
+        batched gradient (``autograd.grad(..., is_grads_batched=True)``, or none at all for a
+        GAP + linear head). Equal to ``k`` separate :meth:`compute` calls, at the cost of one."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise CamParameterError(f"k must be a positive int, got {k!r}")
+        x = self._prepare(x)
+
+        def pick(lg: Tensor) -> Tensor:
+            if k > lg.shape[1]:
+                raise CamParameterError(f"k={k} exceeds the number of classes ({lg.shape[1]})")
+            return lg.topk(k, dim=1).indices
+
+        logits, maps, classes = self._run(x, pick)
+        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps))
+
+    def compute_classes(self, x: Tensor, classes: Tensor) -> TopkCamBatch:
+        """Maps for given classes per image: ``classes`` (B, k) indices -> maps (B, k, h, w)."""
+        x = self._prepare(x)
+        if not isinstance(classes, Tensor) or classes.ndim != 2 or len(classes) != len(x):
+            raise CamParameterError(f"classes must be a (batch, k) index tensor, got {getattr(classes, 'shape', classes)}")
+        classes = classes.long()
+        logits, maps, classes = self._run(x, lambda lg: self._checked(classes, lg))
+        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps))
+
+    # ------------------------------------------------------------------ internals
+    def _probe_batch(self) -> Tensor:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, *self.input_size, generator=gen, dtype=self._dtype)
+        return self._prepare(x)
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            raise CamParameterError(f"x must be a (batch, channels, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        return x.to(self.device, non_blocking=True, memory_format=fmt)
+
+    @staticmethod
+    def _as_index(targets: TargetsLike, batch: int) -> Tensor:
+        if isinstance(targets, Tensor):
+            t = targets
+        elif isinstance(targets, int) and not isinstance(targets, bool):
+            t = torch.full((batch,), targets, dtype=torch.long)
+        else:
+            try:
+                t = torch.as_tensor(list(targets), dtype=torch.long)
+            except (TypeError, ValueError):
+                raise CamParameterError(f"targets must be None, an int or (batch,) class indices, got {targets!r}") from None
+        if t.ndim != 1 or len(t) != batch or t.is_floating_point() or t.dtype == torch.bool:
+            raise CamParameterError(
+                f"targets must be {batch} integer class indices (one per image), got shape {tuple(t.shape)} {t.dtype}"
+            )
+        return t.long()
+
+    @staticmethod
+    def _checked(t: Tensor, logits: Tensor) -> Tensor:
+        # Checked where the indices live (no device sync for CPU labels); an out-of-range index
+        # would otherwise be a device-side assert on CUDA.
+        n = logits.shape[1]
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+            raise CamParameterError(f"target class indices must be in [0, {n}), got min {int(t.min())}, max {int(t.max())}")
+        return t.to(logits.device, non_blocking=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_nchw(self, t: Tensor, lead: int) -> Tensor:
+        """Apply the reshape transform to a tensor with ``lead`` extra leading dims (top-k grads)."""
+        if self.reshape_transform is None:
+            return t
+        if lead == 0:
+            return self.reshape_transform(t)
+        shape = t.shape[: lead + 1]
+        return self.reshape_transform(t.flatten(0, lead)).unflatten(0, shape)
+
+    def _run(self, x: Tensor, pick: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """One forward (+ at most one gradient call) -> (logits float, ReLU'd maps, classes)."""
+        if self.head is not None:
+            logits, a, g, classes = self._analytic(x, pick)
+        else:
+            logits, a, g, classes = self._autograd(x, pick)
+        if classes.ndim == 2:  # (B, k): one activation serves k gradients
+            a = a.unsqueeze(1)
+        maps = torch.relu(METHODS[self.method](a, g))
+        return logits, maps, classes
+
+    def _analytic(self, x: Tensor, pick: Callable[[Tensor], Tensor]):
+        with torch.inference_mode(), capture(self.layer, self.target_layer, requires_grad=False) as cap:
+            with self._autocast():
+                out = self.model(x)
+            act = cap.get()
+        # Outside inference mode from here: results are ordinary tensors the caller may modify.
+        logits = out.float().clone()
+        classes = pick(logits)
+        a = self._to_nchw(act, 0).float()
+        g = self.head.gradient(classes, tuple(a.shape[-2:]))
+        return logits, a, g, classes
+
+    def _autograd(self, x: Tensor, pick: Callable[[Tensor], Tensor]):
+        with torch.inference_mode(False), torch.enable_grad():
+            with capture(self.layer, self.target_layer, requires_grad=True) as cap:
+                with torch.no_grad(), self._autocast():
+                    out = self.model(x)
+                leaf = cap.get()
+            if out.grad_fn is None:
+                raise RuntimeError(f"the model output does not depend on target layer {self.target_layer!r}")
+            classes = pick(out.detach())
+            if classes.ndim == 1:
+                (g,) = torch.autograd.grad(out.gather(1, classes[:, None]).sum(), leaf)
+                lead = 0
+            else:
+                g = self._batched_grad(out, leaf, classes).movedim(0, 1)  # (B, k, ...)
+                lead = 1
+        a = self._to_nchw(leaf.detach(), 0).float()
+        return out.detach().float(), a, self._to_nchw(g, lead).float(), classes
+
+    @staticmethod
+    def _batched_grad(out: Tensor, leaf: Tensor, classes: Tensor) -> Tensor:
+        """Gradients of k one-hot scores in one call -> (k, *leaf.shape)."""
+        k = classes.shape[1]
+        onehot = torch.zeros((k, *out.shape), dtype=out.dtype, device=out.device)
+        onehot.scatter_(2, classes.T.unsqueeze(-1), 1)
+        try:
+            with warnings.catch_warnings():
+                # vmap's "no batching rule, falling back to a loop" note is not actionable here
+                warnings.filterwarnings("ignore", message=".*batching rule.*")
+                (g,) = torch.autograd.grad(out, leaf, onehot, retain_graph=True, is_grads_batched=True)
+            return g
+        except RuntimeError:
+            # Some head op has no vmap support at all: fall back to k calls on the same (retained)
+            # graph; it is freed with ``out`` when the batch is done.
+            grads = [
+                torch.autograd.grad(out, leaf, onehot[i], retain_graph=True)[0] for i in range(k)
+            ]
+            return torch.stack(grads)

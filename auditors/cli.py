@@ -1,0 +1,160 @@
+"""The ``camaudit`` command line.
+
+Exit status: 0 = audit done and gate passed; 1 = audit done but the bias gate failed;
+2 = bad config or input stopped the run (the message names the key or file);
+3 = camaudit itself crashed (a bug: please report the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
+
+
+def _quiet_defaults() -> None:
+    """Defaults for an unattended CLI: no telemetry, warnings-only logs. Users can override."""
+    for key, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(
+        prog="camaudit",
+        formatter_class=fmt,
+        description="Audit an image classifier for shortcuts: how much Grad-CAM mass falls on text, borders, ...",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              camaudit demo                                   # synthetic posters, two models, two reports
+              camaudit validate configs/example.yaml          # check config, dataset and model; no CAMs
+              camaudit run configs/example.yaml --set cam.batch_size=64 --out /tmp/audits
+
+            exit status: 0 gate passed, 1 gate failed (audit complete), 2 bad config or input
+            """
+        ),
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,demo,validate}")
+
+    run = sub.add_parser(
+        "run",
+        help="run an audit described by a YAML config",
+        formatter_class=fmt,
+        description="Run the Prefect audit flow and write <output.dir>/<name>/<run-id>/ (report.html, summary.json, ...).",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              camaudit run configs/example.yaml
+              camaudit run configs/example.yaml --set cam.device=cuda --set cam.batch_size=64
+              camaudit run configs/example.yaml --set regions.border.enabled=false --out reports/nightly
+            """
+        ),
+    )
+    run.add_argument("config", type=Path, help="YAML audit config")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a config value (YAML syntax); repeatable")
+    run.add_argument("--out", type=Path, default=None, help="output folder (overrides output.dir)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    demo = sub.add_parser(
+        "demo",
+        help="generate synthetic posters, train a shortcut and a control model, audit both",
+        formatter_class=fmt,
+        description="The embedded demo: seeded synthetic posters, two small CNNs trained on the CPU, two audits.",
+        epilog="example:\n  camaudit demo --out reports\n",
+    )
+    demo.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    demo.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    val = sub.add_parser(
+        "validate",
+        help="check a config, its dataset and its model without computing CAMs",
+        formatter_class=fmt,
+        description="Validate the config, list and label the dataset, load the model and check its classes.",
+        epilog="example:\n  camaudit validate configs/example.yaml --set dataset.root=data/posters\n",
+    )
+    val.add_argument("config", type=Path)
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    return p
+
+
+def _print_result(result) -> None:
+    s = result.summary
+    verdict = "PASSED" if result.passed else "FAILED"
+    print(f"{s['name']}: {s['n_images']} images audited, {s['n_failed']} failed; gate {verdict}")
+    for f in s["gate"]["failures"]:
+        if f["class"] is not None:
+            print(f"  flagged class {f['class']!r}: {f['rule']} {f['value']:.2f} > {f['threshold']}")
+        else:
+            print(f"  {f['rule']}: {f['value']} failed expectation(s), see validation.json")
+    print(f"report: {result.report}")
+
+
+def _cmd_run(args) -> int:
+    from auditors.config import load_config
+
+    overrides = list(args.overrides)
+    if args.out is not None:
+        overrides.append(f"output.dir={args.out}")
+    cfg = load_config(args.config, overrides)
+    from flows.audit import run_audit
+
+    result = run_audit(cfg, progress=not args.quiet)
+    _print_result(result)
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
+def _cmd_validate(args) -> int:
+    from auditors.config import load_config
+    from auditors.plan import describe_plan, make_plan
+
+    cfg = load_config(args.config, args.overrides)
+    for line in describe_plan(cfg, make_plan(cfg)):
+        print(line)
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from auditors.demo_run import run_demo
+
+    results = run_demo(args.out, progress=not args.quiet)
+    for r in results:
+        _print_result(r)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_defaults()
+    args = _parser().parse_args(argv)
+    from auditors.errors import CamAuditError
+
+    try:
+        return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo}[args.command](args)
+    except CamAuditError as exc:
+        print(f"camaudit: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        print(f"camaudit: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_CRASH
+    except KeyboardInterrupt:
+        print("camaudit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Audit configuration: the YAML schema, validated with pydantic.
+
+Unknown keys are errors (``extra="forbid"``) so that a typo such as ``batchsize`` never
+silently falls back to a default. Every error names the dotted key that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from auditors.errors import ConfigError
+
+__all__ = [
+    "AuditConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    root: Path = Field(description="Folder holding the images (ImageFolder layout unless a manifest is given).")
+    manifest: Path | None = Field(
+        default=None, description="CSV or Parquet with columns `path` (relative to root) and optional `label`."
+    )
+    extensions: list[str] = Field(
+        default=[".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"],
+        description="File suffixes treated as images when walking an ImageFolder tree.",
+    )
+    limit: int | None = Field(default=None, ge=1, description="Audit only the first N images (smoke runs).")
+
+
+class ModelConfig(_Strict):
+    arch: str | None = Field(default=None, description="torchvision builder name, e.g. resnet18.")
+    checkpoint: Path | None = Field(default=None, description="state_dict loaded with weights_only=True.")
+    torchscript: Path | None = Field(default=None, description="TorchScript file (alternative to arch).")
+    factory: str | None = Field(default=None, description="'module:callable' returning an nn.Module.")
+    classes: list[str] | None = Field(default=None, description="Index -> class name.")
+    input_size: tuple[int, int] = Field(default=(224, 224), description="(height, width) the model sees.")
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: Literal["stretch", "center_crop", "letterbox"] = Field(
+        default="stretch",
+        description="How originals become input_size: stretch, resize-shorter-side + centre crop, or pad.",
+    )
+    target_layer: str | None = Field(default=None, description="Dotted module name; null = auto-detect.")
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 8:
+            raise ValueError("input_size must be at least 8x8")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in v):
+            raise ValueError("std entries must be > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        sources = [n for n in ("arch", "torchscript", "factory") if getattr(self, n)]
+        if len(sources) != 1:
+            raise ValueError(
+                "exactly one of model.arch, model.torchscript, model.factory must be set "
+                f"(got {sources or 'none'})"
+            )
+        if self.torchscript and self.checkpoint:
+            raise ValueError("model.checkpoint cannot be combined with model.torchscript")
+        return self
+
+
+class CamConfig(_Strict):
+    method: Literal["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "cam", "negcam"] = "gradcam"
+    target: str = Field(default="predicted", description="predicted | label | <class name>")
+    batch_size: int = Field(default=32, ge=1)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        default="auto", description="Autocast on CUDA; auto = bf16 where supported. Ignored on CPU."
+    )
+    pointing_tolerance: int = Field(
+        default=0, ge=0, description="Pixels (model input space) the argmax may miss a region by."
+    )
+
+
+class TextRegionConfig(_Strict):
+    enabled: bool = True
+    languages: list[str] = ["en"]
+    canvas_size: int = Field(default=1024, ge=64, description="EasyOCR detection canvas (longest side).")
+    min_score: float = Field(default=0.5, ge=0.0, le=1.0, description="CRAFT text threshold.")
+    dilation: int = Field(default=0, ge=0, description="Grow each text polygon by this many pixels.")
+    min_size: int = Field(default=4, ge=0, description="Drop boxes smaller than this (pixels, original).")
+
+
+class BorderRegionConfig(_Strict):
+    enabled: bool = True
+    width: float = Field(default=0.05, gt=0.0, lt=0.5, description="Frame width as a fraction of H and W.")
+
+
+class RegionsConfig(_Strict):
+    text: TextRegionConfig = TextRegionConfig()
+    border: BorderRegionConfig = BorderRegionConfig()
+
+
+class CounterfactualConfig(_Strict):
+    enabled: bool = False
+
+
+class GateConfig(_Strict):
+    max_text_lift: float = Field(default=2.0, gt=0.0)
+    min_images_per_class: int = Field(
+        default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
+    )
+
+
+class OutputConfig(_Strict):
+    dir: Path = Path("reports")
+    gallery_size: int = Field(default=12, ge=0, description="Most text-reliant images shown in the report.")
+    cache_dir: Path | None = Field(
+        default=None, description="Text-region and task cache; default: the user cache dir."
+    )
+
+
+class RunConfig(_Strict):
+    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of caching and retry).")
+    retries: int = Field(default=1, ge=0, description="Prefect retries for a failed chunk.")
+    cache: bool = Field(default=True, description="Reuse finished chunks of an identical earlier audit.")
+    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
+
+
+class AuditConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    dataset: DatasetConfig
+    model: ModelConfig
+    cam: CamConfig = CamConfig()
+    regions: RegionsConfig = RegionsConfig()
+    counterfactual: CounterfactualConfig = CounterfactualConfig()
+    gate: GateConfig = GateConfig()
+    output: OutputConfig = OutputConfig()
+    run: RunConfig = RunConfig()
+
+    def resolve_paths(self, base: Path) -> AuditConfig:
+        """Return a copy whose relative input paths are made absolute against ``base``."""
+        data = self.model_dump()
+
+        def fix(p: Any) -> Any:
+            if p is None:
+                return None
+            p = Path(p).expanduser()
+            return p if p.is_absolute() else (base / p)
+
+        data["dataset"]["root"] = fix(data["dataset"]["root"])
+        data["dataset"]["manifest"] = fix(data["dataset"]["manifest"])
+        for key in ("checkpoint", "torchscript"):
+            data["model"][key] = fix(data["model"][key])
+        data["output"]["cache_dir"] = fix(data["output"]["cache_dir"])
+        return AuditConfig.model_validate(data)
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (paths as strings) for summary.json."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {loc or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> AuditConfig:
+    """Validate a plain dict; raise ConfigError naming each bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return AuditConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config dict."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value is not valid YAML ({exc})") from None
+        node = data
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {p} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return data
+
+
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(data: Any, where: str = "") -> Any:
+    """Replace ``${VAR}`` in string values with environment variables (nightly jobs set paths so)."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(data)]
+    if isinstance(data, str):
+
+        def sub(m: re.Match) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"{where}: environment variable {m.group(1)} is not set")
+            return os.environ[m.group(1)]
+
+        return _ENV_VAR.sub(sub, data)
+    return data
+
+
+def read_config_dict(path: Path) -> dict[str, Any]:
+    """Read a YAML file into a dict with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        raise ConfigError(f"config file {path} is empty")
+    return data
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None) -> AuditConfig:
+    """Load, override, validate and resolve a YAML audit config.
+
+    ``${VAR}`` in string values is replaced from the environment. Relative paths are taken
+    relative to the current working directory, like every other path given on a command line.
+    """
+    path = Path(path)
+    data = apply_overrides(expand_env(read_config_dict(path)), overrides or [])
+    cfg = config_from_dict(data, source=str(path))
+    return cfg.resolve_paths(Path.cwd())

@@ -1,0 +1,127 @@
+"""Model loading from the three supported sources, frozen and in eval mode on a chosen device.
+
+A process-wide cache keeps one loaded model per (spec, device): chunk tasks in the same worker
+process reuse it instead of unpickling weights for every chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import threading
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from auditors.config import ModelConfig
+from auditors.errors import ConfigError
+
+__all__ = ["select_device", "load_model", "get_model", "model_fingerprint"]
+
+_CACHE: dict[tuple[str, str], nn.Module] = {}
+_LOCK = threading.Lock()
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    """Resolve ``auto`` to CUDA when usable, else CPU; reject devices that are not there."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"cam.device: {spec!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"cam.device: {spec!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("cam.device: 'mps' requested but MPS is not available")
+    return dev
+
+
+def _build_from_factory(spec: str) -> nn.Module:
+    if ":" not in spec:
+        raise ConfigError(f"model.factory: expected 'module:callable', got {spec!r}")
+    mod_name, fn_name = spec.split(":", 1)
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"model.factory: cannot import module {mod_name!r} ({exc})") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"model.factory: {mod_name!r} has no callable {fn_name!r}")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory: {spec} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _build_from_arch(arch: str, num_classes: int | None) -> nn.Module:
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        raise ConfigError(f"model.arch: unknown torchvision model {arch!r} (e.g. {', '.join(sorted(available)[:6])}, ...)")
+    kwargs = {"weights": None}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return torchvision.models.get_model(arch, **kwargs)
+
+
+def _load_state_dict(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"model.checkpoint: file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, unsafe globals
+        raise ConfigError(f"model.checkpoint {path}: cannot load as a weights-only state_dict ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.checkpoint {path}: expected a state_dict, got {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise ConfigError(f"model.checkpoint {path}: does not match the model ({' '.join(first)})") from None
+
+
+def load_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """Build or load the model, load weights, freeze parameters, eval mode, move to device."""
+    if cfg.torchscript is not None:
+        path = Path(cfg.torchscript)
+        if not path.is_file():
+            raise ConfigError(f"model.torchscript: file not found: {path}")
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise ConfigError(f"model.torchscript {path}: cannot load ({exc})") from None
+    elif cfg.factory is not None:
+        model = _build_from_factory(cfg.factory)
+    else:
+        model = _build_from_arch(cfg.arch, len(cfg.classes) if cfg.classes else None)
+    if cfg.checkpoint is not None:
+        _load_state_dict(model, Path(cfg.checkpoint))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device)
+
+
+def get_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """Process-wide cached :func:`load_model` (one copy per worker process and device)."""
+    key = (cfg.model_dump_json(), str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_model(cfg, device)
+        return _CACHE[key]
+
+
+def model_fingerprint(cfg: ModelConfig) -> str:
+    """Hash of the model spec and weight-file contents: part of the chunk cache key."""
+    h = hashlib.sha256(cfg.model_dump_json().encode())
+    for p in (cfg.checkpoint, cfg.torchscript):
+        if p is not None and Path(p).is_file():
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:32]

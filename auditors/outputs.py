@@ -1,0 +1,110 @@
+"""The run folder and its files: the output contract lives here.
+
+``<output.dir>/<name>/<run-id>/`` holds report.html, images.parquet, errors.csv,
+validation.json and summary.json. Per-image rows are streamed to ``parts/`` as chunks finish
+and merged at the end, so a crash loses at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from auditors.dataset import ERROR_COLUMNS
+
+__all__ = ["new_run_id", "RunFolder", "write_json"]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable, unique run id: UTC timestamp plus 4 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
+        return _json_safe(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write strict JSON (NaN/inf become null) atomically."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    """Paths of one audit run and the streaming writers for its tables."""
+
+    def __init__(self, base: Path, name: str, run_id: str):
+        self.dir = Path(base) / name / run_id
+        self.parts = self.dir / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def images(self) -> Path:
+        return self.dir / "images.parquet"
+
+    @property
+    def errors(self) -> Path:
+        return self.dir / "errors.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / "summary.json"
+
+    @property
+    def validation(self) -> Path:
+        return self.dir / "validation.json"
+
+    @property
+    def report(self) -> Path:
+        return self.dir / "report.html"
+
+    def write_part(self, index: int, rows: pd.DataFrame) -> Path:
+        path = self.parts / f"chunk-{index:06d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def merge_parts(self, empty: pd.DataFrame) -> int:
+        """Concatenate part files into images.parquet one part at a time; return the row count."""
+        parts = sorted(self.parts.glob("chunk-*.parquet"))
+        schema = pa.Schema.from_pandas(empty, preserve_index=False)
+        n = 0
+        tmp = self.images.with_suffix(".tmp")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for p in parts:
+                table = pq.read_table(p).select(schema.names).cast(schema)
+                writer.write_table(table)
+                n += table.num_rows
+        os.replace(tmp, self.images)
+        for p in parts:
+            p.unlink()
+        self.parts.rmdir()
+        return n
+
+    def write_errors(self, errors: Iterable[dict[str, str]]) -> pd.DataFrame:
+        df = pd.DataFrame(list(errors), columns=ERROR_COLUMNS)
+        df.to_csv(self.errors, index=False)
+        return df

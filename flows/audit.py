@@ -1,0 +1,205 @@
+"""The audit as a Prefect flow: small tasks, the chunk as the unit of caching and retry.
+
+    prepare  ->  audit-chunk x N (cached by chunk content + config + model weights, retried)
+             ->  finalize (merge tables, aggregate, Great Expectations, gate, summary, report)
+
+Chunks stream: at most ``run.workers + 1`` chunk results are alive at once, and each is
+written to a part file as soon as it finishes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import platformdirs
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import TaskRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import auditors
+from auditors.aggregate import aggregate, apply_gate, group_column
+from auditors.config import AuditConfig, config_from_dict
+from auditors.dataset import Entry, chunked
+from auditors.gallery import GalleryItem, top_k
+from auditors.outputs import RunFolder, new_run_id, write_json
+from auditors.plan import Plan, make_plan
+from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names
+from auditors.progress import Progress
+from auditors.report import write_report
+from auditors.validation import images_expectations, manifest_expectations, validate_tables
+
+__all__ = ["audit_flow", "run_audit", "AuditResult", "cache_dir_for"]
+
+
+@dataclass
+class AuditResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary["gate"]["passed"])
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def cache_dir_for(cfg: AuditConfig) -> Path:
+    return Path(cfg.output.cache_dir) if cfg.output.cache_dir else Path(platformdirs.user_cache_dir("camaudit"))
+
+
+@task(name="prepare")
+def prepare(cfg: AuditConfig) -> Plan:
+    """List the dataset, load the model once, check classes, target and target layer."""
+    return make_plan(cfg)
+
+
+def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    """Key = chunk files (path, size, mtime) + everything in the config that changes rows."""
+    cfg: AuditConfig = params["cfg"]
+    relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions"})
+    relevant["dataset"].pop("limit", None)
+    h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
+    h.update(f"{auditors.__version__}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
+    h.update(json.dumps(params["classes"]).encode())
+    root = Path(cfg.dataset.root)
+    for e in params["entries"]:
+        try:
+            st = (root / e.path).stat()
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{e.path}|{e.label}|{stamp}\n".encode())
+    return "camaudit-chunk-" + h.hexdigest()
+
+
+@task(name="audit-chunk", persist_result=True, cache_key_fn=_chunk_cache_key, retry_delay_seconds=2)
+def audit_chunk_task(
+    entries: list[Entry], cfg: AuditConfig, classes: list[str], target_layer: str, fingerprint: str, cache_path: str | None
+) -> ChunkResult:
+    return audit_chunk(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None)
+
+
+@task(name="finalize")
+def finalize(
+    cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, errors: list[dict], gallery: list[GalleryItem],
+    stats: dict[str, int], started: float,
+) -> dict[str, Any]:
+    """Merge parts, aggregate, validate, gate; write summary.json, validation.json and report.html."""
+    regions = region_names(cfg)
+    n_rows = folder.merge_parts(empty_rows(regions))
+    images = pd.read_parquet(folder.images)
+    errors_df = folder.write_errors(errors)
+    manifest_df = pd.DataFrame({"path": [e.path for e in plan.index.entries], "label": [e.label for e in plan.index.entries]})
+    validation = validate_tables(
+        {
+            "manifest": (manifest_df, manifest_expectations(plan.classes, plan.index.labelled)),
+            "images": (images, images_expectations(plan.classes, regions)),
+        }
+    )
+    write_json(folder.validation, validation)
+    by = group_column(images, plan.index.labelled)
+    per_class, overall = aggregate(images, plan.classes, regions, by)
+    gate = apply_gate(per_class, cfg.gate)
+    if not validation["success"]:
+        gate["passed"] = False
+        gate["failures"].append({"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0})
+    elapsed = time.perf_counter() - started
+    summary = {
+        "name": cfg.name,
+        "run_id": run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "camaudit_version": auditors.__version__,
+        "config": cfg.public_dict(),
+        "n_images": int(n_rows),
+        "n_failed": int(len(errors_df)),
+        "n_degenerate": int(stats.get("n_degenerate", 0)),
+        "group_by": by,
+        "regions": regions,
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device},
+        "classes": per_class,
+        "overall": overall,
+        "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
+        "gate": gate,
+        "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+        "timing": {"total_s": round(elapsed, 3), "images_per_s": round(n_rows / elapsed, 3) if elapsed > 0 else None},
+        "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
+    }
+    write_json(folder.summary, summary)
+    write_report(folder.dir, summary, images, gallery, validation, errors_df)
+    return summary
+
+
+def _publish_artifact(summary: dict[str, Any], report: Path) -> None:
+    rows = ["| class | n | text lift | border lift | flagged |", "|---|---|---|---|---|"]
+    for name, s in summary["classes"].items():
+        fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+        rows.append(f"| {name} | {s['n']} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s['flagged'] else ''} |")
+    verdict = "PASSED" if summary["gate"]["passed"] else "FAILED"
+    md = f"# camaudit {summary['name']}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
+    try:
+        create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary["name"].lower()))
+    except Exception:  # artifacts are a convenience; the files on disk are the contract
+        pass
+
+
+@flow(name="camaudit-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Audit a dataset and a model as described by ``config`` (an AuditConfig dict)."""
+    started = time.perf_counter()
+    cfg = config_from_dict(config)
+    run_id = run_id or new_run_id()
+    plan = prepare(cfg)
+    cfg = plan.config
+    folder = RunFolder(cfg.output.dir, cfg.name, run_id)
+    cache_dir = cache_dir_for(cfg)
+    cache_path = str(cache_dir / "text_regions.sqlite") if cfg.regions.text.enabled else None
+    chunk_task = audit_chunk_task.with_options(
+        retries=cfg.run.retries,
+        refresh_cache=not cfg.run.cache,
+        result_storage=cache_dir / "prefect-results",
+    )
+    errors: list[dict] = list(plan.index.errors)
+    gallery: list[GalleryItem] = []
+    stats: dict[str, int] = {}
+    meter = Progress(len(plan.index.entries), enabled=progress)
+    window: deque = deque()
+
+    def collect(index: int, future) -> None:
+        nonlocal gallery
+        result: ChunkResult = future.result()
+        folder.write_part(index, result.rows)
+        errors.extend(result.errors)
+        gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
+        for k, v in result.stats.items():
+            stats[k] = stats.get(k, 0) + v
+        meter.advance(len(result.rows) + len(result.errors))
+
+    for i, entries in enumerate(chunked(plan.index.entries, cfg.run.chunk_size)):
+        window.append((i, chunk_task.submit(entries, cfg, plan.classes, plan.target_layer, plan.model_fingerprint, cache_path)))
+        if len(window) > cfg.run.workers:
+            collect(*window.popleft())
+    while window:
+        collect(*window.popleft())
+    meter.close()
+    summary = finalize(cfg, plan, folder, run_id, errors, gallery, stats, started)
+    _publish_artifact(summary, folder.report)
+    return summary
+
+
+def run_audit(cfg: AuditConfig, run_id: str | None = None, progress: bool = False) -> AuditResult:
+    """Run :func:`audit_flow` and return where its outputs are."""
+    run_id = run_id or new_run_id()
+    runner = ThreadPoolTaskRunner(max_workers=cfg.run.workers)
+    summary = audit_flow.with_options(task_runner=runner)(cfg.public_dict(), run_id=run_id, progress=progress)
+    return AuditResult(run_dir=Path(cfg.output.dir) / cfg.name / run_id, summary=summary)

@@ -1,0 +1,86 @@
+"""Shared fixtures. Prefect runs against a throw-away local server and result store."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Must be set before prefect is imported anywhere in the test session.
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="camaudit-prefect-"))
+os.environ.setdefault("PREFECT_HOME", str(_PREFECT_HOME))
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_PREFECT_HOME / "storage"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+SCENETEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scenetext"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server + database for the whole session (~10 s set-up)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def scenetext_dir() -> Path:
+    if not SCENETEXT.is_dir():
+        pytest.fail(f"real scene-text photos missing: expected {SCENETEXT} (shared/ beside the checkout)")
+    return SCENETEXT
+
+
+def draw_word(img: np.ndarray, word: str, org: tuple[int, int], scale: float = 0.8, thickness: int = 2) -> tuple[int, int, int, int]:
+    """Print ``word`` dark on ``img`` in place; return its box (x0, y0, x1, y1)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (w, h), base = cv2.getTextSize(word, font, scale, thickness)
+    cv2.putText(img, word, org, font, scale, (10, 10, 10), thickness, cv2.LINE_AA)
+    return org[0], org[1] - h, org[0] + w, org[1] + base
+
+
+class TinyCNN(torch.nn.Module):
+    """conv -> conv -> GAP -> linear: small, and its last conv output is spatial."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+        )
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def build_tiny_cnn() -> torch.nn.Module:
+    """Factory used by test configs (model.factory: tests.conftest:build_tiny_cnn)."""
+    torch.manual_seed(0)
+    return TinyCNN(3)
+
+
+@pytest.fixture()
+def poster_folder(tmp_path: Path) -> Path:
+    """ImageFolder of 3 classes x 4 small non-square posters with a printed word each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    words = ["SALE", "HELLO", "OPEN"]
+    for ci, cls in enumerate(["alpha", "beta", "gamma"]):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            img = np.full((150, 110, 3), 235, np.uint8)
+            img[:, :, ci] = rng.integers(120, 200)
+            draw_word(img, words[ci], (10, 40 + 20 * i))
+            cv2.imwrite(str(root / cls / f"{i}.png"), img[:, :, ::-1])
+    return root

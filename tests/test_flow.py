@@ -1,0 +1,121 @@
+"""End to end: real Prefect flow runs, real EasyOCR, real Great Expectations, files on disk."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from auditors.cli import main
+from auditors.config import config_from_dict
+from flows.audit import run_audit
+from tests.conftest import build_tiny_cnn
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+CONTRACT_COLUMNS = ["path", "label", "pred", "confidence", "text_mass", "text_area", "text_lift", "border_mass", "border_area", "border_lift"]
+CLASS_KEYS = {"n", "text_mass", "text_area", "text_lift", "border_mass", "border_area", "border_lift",
+              "flip_rate_text_removed", "flip_rate_placebo", "flagged"}
+
+
+def _config(root, tmp_path, **over):
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(build_tiny_cnn().state_dict(), ckpt)
+    data = {
+        "name": "tiny",
+        "dataset": {"root": str(root)},
+        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
+        "cam": {"batch_size": 3},
+        "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 4},
+        "run": {"chunk_size": 5},
+    }
+    for k, v in over.items():
+        data[k] = {**data.get(k, {}), **v}
+    return config_from_dict(data)
+
+
+def _add_bad_inputs(root):
+    (root / "alpha" / "zero.png").write_bytes(b"")
+    (root / "beta" / "notes.txt").write_text("hello")
+    good = (root / "gamma" / "0.png").read_bytes()
+    (root / "gamma" / "truncated.png").write_bytes(good[: len(good) // 3])
+    (root / "gamma" / "fake.jpg").write_bytes(b"\x89PNG garbage")
+    (root / "unknown").mkdir()
+    cv2.imwrite(str(root / "unknown" / "x.png"), np.zeros((20, 20, 3), np.uint8))
+
+
+def test_flow_writes_the_output_contract_and_records_bad_inputs(poster_folder, tmp_path):
+    _add_bad_inputs(poster_folder)
+    cfg = _config(poster_folder, tmp_path, model={"classes": ["alpha", "beta", "gamma"]})
+    result = run_audit(cfg)
+    run = result.run_dir
+    for name in ["report.html", "images.parquet", "errors.csv", "validation.json", "summary.json"]:
+        assert (run / name).is_file(), name
+    assert not (run / "parts").exists()
+    images = pd.read_parquet(run / "images.parquet")
+    assert list(images.columns[: 4]) == ["path", "label", "pred", "confidence"]
+    assert set(CONTRACT_COLUMNS) <= set(images.columns)
+    assert len(images) == 12 and images["path"].is_unique
+    assert images["text_area"].gt(0).all(), "every poster has a printed word"
+    assert images["text_mass"].between(0, 1).all() and images["border_area"].between(0, 1).all()
+    np.testing.assert_allclose(images["text_lift"], images["text_mass"] / images["text_area"], rtol=1e-9)
+
+    errors = pd.read_csv(run / "errors.csv")
+    reasons = dict(zip(errors["path"], errors["reason"]))
+    assert "zero-byte" in reasons["alpha/zero.png"]
+    assert "not an image file" in reasons["beta/notes.txt"]
+    assert "truncated" in reasons["gamma/truncated.png"] or "cannot decode" in reasons["gamma/truncated.png"]
+    assert "not an image" in reasons["gamma/fake.jpg"]
+    assert "unknown label 'unknown'" in reasons["unknown/x.png"]
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["name"] == "tiny" and summary["run_id"] == run.name
+    assert summary["n_images"] == 12 and summary["n_failed"] == len(errors) == 5
+    assert summary["group_by"] == "label" and set(summary["classes"]) == {"alpha", "beta", "gamma"}
+    for stats in [*summary["classes"].values(), summary["overall"]]:
+        assert CLASS_KEYS - {"flagged"} <= set(stats)
+    for cls, stats in summary["classes"].items():
+        sub = images[images["label"] == cls]
+        assert stats["n"] == 4
+        assert stats["text_mass"] == pytest.approx(sub["text_mass"].mean())
+        assert stats["text_lift"] == pytest.approx(sub["text_mass"].mean() / sub["text_area"].mean())
+        assert stats["flagged"] == (stats["text_lift"] > 2.0)
+    assert summary["gate"]["passed"] == (not summary["flagged_classes"])
+    validation = json.loads((run / "validation.json").read_text())
+    assert validation["success"] and set(validation["suites"]) == {"manifest", "images"}
+
+
+def test_second_run_reuses_chunks_and_text_regions(poster_folder, tmp_path):
+    cfg = _config(poster_folder, tmp_path)
+    first = run_audit(cfg)
+    assert first.summary["text_detection"]["text_detected"] == 12
+    second = run_audit(cfg)
+    a = pd.read_parquet(first.run_dir / "images.parquet")
+    b = pd.read_parquet(second.run_dir / "images.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    other_model = run_audit(_config(poster_folder, tmp_path, cam={"method": "gradcampp"}))
+    assert other_model.summary["text_detection"] == {"text_detected": 0, "text_cached": 12}, "OCR must not run again"
+
+
+def test_cli_exit_codes(poster_folder, tmp_path, capsys):
+    cfg = _config(poster_folder, tmp_path)
+    path = tmp_path / "c.yaml"
+    import yaml
+
+    data = cfg.public_dict()
+    path.write_text(yaml.safe_dump(data))
+    assert main(["validate", str(path)]) == 0
+    assert "target layer 'features" in capsys.readouterr().out
+    # a gate nobody can pass (lift must stay below ~0) makes the run exit 1 ...
+    assert main(["run", str(path), "--quiet", "--set", "gate.max_text_lift=0.0001"]) == 1
+    out = capsys.readouterr().out
+    assert "gate FAILED" in out and "report: " in out
+    # ... and bad config / inputs exit 2 with a message naming the key or file.
+    assert main(["run", str(path), "--set", "cam.batchsize=3"]) == 2
+    assert "cam.batchsize: unknown key" in capsys.readouterr().err
+    assert main(["run", str(path), "--set", f"model.checkpoint={tmp_path / 'missing.pt'}"]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["run", str(path), "--set", "model.classes=[a, b]"]) == 2
+    assert "model.classes" in capsys.readouterr().err

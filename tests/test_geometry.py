@@ -1,0 +1,68 @@
+"""A box planted in a non-square original must land where the resized pixels put it."""
+
+import numpy as np
+import pytest
+
+from auditors.geometry import placement_for, polygons_to_mask, warp_image, warp_mask, warp_points
+from auditors.regions import Region, border_region
+
+
+def _box(x0, y0, x1, y1):
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+
+
+def test_stretch_maps_box_exactly():
+    p = placement_for((300, 200), (100, 100), "stretch")  # H=300, W=200 -> 100x100
+    pts = warp_points(_box(40, 90, 120, 150), p)
+    np.testing.assert_allclose(pts[0], [20, 30])
+    np.testing.assert_allclose(pts[2], [60, 50])
+    mask = polygons_to_mask([pts], (100, 100))
+    assert mask.sum() == 40 * 20 and mask[30:50, 20:60].all()
+
+
+@pytest.mark.parametrize("mode", ["stretch", "center_crop", "letterbox"])
+def test_mapped_box_matches_the_warped_pixels(mode):
+    """Paint a box white in a grey non-square image; the mapped polygon covers the white pixels."""
+    img = np.full((240, 160, 3), 100, np.uint8)
+    img[60:180, 40:120] = 255
+    p = placement_for(img.shape[:2], (96, 96), mode)
+    warped = warp_image(img, p)
+    mask = Region("t", polygons=[_box(40, 60, 120, 180)]).model_mask(p)
+    white = warped[..., 0] > 200
+    # Interior agreement exactly; the 1-px boundary band may differ through interpolation.
+    assert (white & ~mask).sum() <= 2 * (mask.sum() ** 0.5 * 4) * 0.25
+    assert (mask & (warped[..., 0] < 150)).sum() == 0
+    assert white.sum() > 0 and abs(int(white.sum()) - int(mask.sum())) <= 0.08 * mask.sum()
+
+
+def test_center_crop_and_letterbox_offsets():
+    crop = placement_for((200, 100), (50, 50), "center_crop")  # scale 0.5 -> 50x100, crop 25 rows each side
+    assert (crop.scaled_w, crop.scaled_h, crop.tx, crop.ty) == (50, 100, 0, -25)
+    np.testing.assert_allclose(warp_points(np.array([[0, 50]]), crop), [[0, 0]])
+    box = placement_for((200, 100), (50, 50), "letterbox")  # scale 0.25 -> 25x50, pad 12 cols left
+    assert (box.scaled_w, box.scaled_h, box.tx, box.ty) == (25, 50, 12, 0)
+    warped = warp_image(np.full((200, 100, 3), 255, np.uint8), box)
+    assert warped[:, :12].max() == 0 and warped[:, 12:37].min() == 255 and warped[:, 37:].max() == 0
+
+
+def test_raster_masks_follow_the_same_mapping():
+    m = np.zeros((200, 100), bool)
+    m[100:, :] = True  # bottom half
+    p = placement_for(m.shape, (50, 50), "center_crop")
+    out = warp_mask(m, p)
+    assert out[25:].all() and not out[:25].any()
+
+
+def test_border_region_area_is_exact_in_model_space():
+    region = border_region(200, 100, 0.1)  # 10 px left/right, 20 px top/bottom
+    p = placement_for((200, 100), (100, 50), "stretch")
+    mask = region.model_mask(p)
+    expected = np.ones((100, 50), bool)
+    expected[10:90, 5:45] = False
+    assert (mask == expected).all()
+
+
+def test_dilation_grows_the_mask():
+    p = placement_for((10, 10), (10, 10))
+    r = Region("t", polygons=[_box(4, 4, 6, 6)])
+    assert r.model_mask(p).sum() == 4 and r.model_mask(p, dilation=1).sum() == 16
