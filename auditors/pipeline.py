@@ -24,7 +24,8 @@ from auditors.geometry import Placement, placement_for, warp_image
 from auditors.imageio import content_hash, load_rgb
 from auditors.metrics import region_metrics, upsample_maps
 from auditors.models import get_model, select_device
-from auditors.regions import Region, RegionCache, TextDetector, border_region
+from auditors.regions import Region
+from auditors.regions.build import RegionBuilder, region_names
 
 __all__ = ["ChunkResult", "audit_chunk", "region_names", "row_columns", "empty_rows", "resolve_targets"]
 
@@ -40,18 +41,9 @@ class ChunkResult:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def region_names(cfg: AuditConfig) -> list[str]:
-    """Enabled regions, in column order."""
-    names = []
-    if cfg.regions.text.enabled:
-        names.append("text")
-    if cfg.regions.border.enabled:
-        names.append("border")
-    return names
-
-
-def row_columns(regions: list[str]) -> dict[str, str]:
+def row_columns(cfg: AuditConfig) -> dict[str, str]:
     """images.parquet columns and dtypes (the output contract; extend, never rename)."""
+    regions = region_names(cfg)
     cols = {
         "path": "string",
         "label": "string",
@@ -63,15 +55,15 @@ def row_columns(regions: list[str]) -> dict[str, str]:
         "width": "int64",
         "height": "int64",
         "content_hash": "string",
-        "n_text_boxes": "Int64",
     }
+    cols.update(RegionBuilder.column_dtypes(cfg))
     for r in regions:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
     return cols
 
 
-def empty_rows(regions: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in row_columns(regions).items()})
+def empty_rows(cfg: AuditConfig) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in row_columns(cfg).items()})
 
 
 def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
@@ -102,6 +94,10 @@ class _Loaded:
     model_view: np.ndarray
     placement: Placement
     digest: str
+
+    @property
+    def path(self) -> str:
+        return self.entry.path
 
 
 def _load_batch(entries: list[Entry], root: Path, cfg: AuditConfig, errors: list[dict]) -> list[_Loaded]:
@@ -150,12 +146,9 @@ def audit_chunk(
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
     device = select_device(cfg.cam.device)
     engine = _engine_for(cfg, target_layer, device)
-    regions = region_names(cfg)
+    builder = RegionBuilder(cfg, cache_path, use_gpu=device.type == "cuda")
+    regions = builder.names
     root = Path(cfg.dataset.root)
-    detector = None
-    if cfg.regions.text.enabled:
-        cache = RegionCache(cache_path) if cache_path is not None else None
-        detector = TextDetector(cfg.regions.text, cache, use_gpu=device.type == "cuda")
     size = tuple(cfg.model.input_size)
     errors: list[dict] = []
     records: list[dict] = []
@@ -168,25 +161,14 @@ def audit_chunk(
         loaded = _load_batch(batch, root, cfg, errors)
         if not loaded:
             continue
-        per_image: list[dict[str, Region]] = [{} for _ in loaded]
-        if detector is not None:
-            try:
-                texts = detector.detect([item.original for item in loaded], [item.digest for item in loaded])
-            except Exception as exc:  # a detector crash on one batch must not lose the chunk
-                for item in loaded:
-                    errors.append({"path": item.entry.path, "stage": "text", "reason": f"text detection failed: {exc}"})
-                continue
-            for regs, t in zip(per_image, texts, strict=True):
-                regs["text"] = t
-        if cfg.regions.border.enabled:
-            for regs, item in zip(per_image, loaded, strict=True):
-                h0, w0 = item.original.shape[:2]
-                regs["border"] = border_region(h0, w0, cfg.regions.border.width)
-        masks = np.stack(
-            [np.stack([regs[r].model_mask(item.placement, cfg.regions.text.dilation if r == "text" else 0) for r in regions])
-             if regions else np.zeros((0, *size), bool)
-             for regs, item in zip(per_image, loaded, strict=True)]
-        )
+        try:
+            per_image: list[dict[str, Region]] = builder.build(loaded)
+            masks = builder.model_masks(per_image, loaded)
+            extras = builder.image_columns(per_image, masks)
+        except Exception as exc:  # a region provider crash on one batch must not lose the chunk
+            for item in loaded:
+                errors.append({"path": item.entry.path, "stage": "regions", "reason": f"{type(exc).__name__}: {exc}"})
+            continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
             x = _to_input([item.model_view for item in loaded], cfg, device)
@@ -218,8 +200,8 @@ def audit_chunk(
                 "width": item.original.shape[1],
                 "height": item.original.shape[0],
                 "content_hash": item.digest,
-                "n_text_boxes": len(per_image[i]["text"].polygons) if "text" in per_image[i] else None,
             }
+            row.update(extras[i])
             for j, r in enumerate(regions):
                 for name in ("mass", "area", "lift", "hit"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
@@ -248,9 +230,9 @@ def audit_chunk(
                 )
             gallery = top_k(gallery, k)
         del loaded, per_image, maps, cam
-    rows = pd.DataFrame.from_records(records, columns=list(row_columns(regions))) if records else empty_rows(regions)
-    rows = rows.astype(row_columns(regions))
+    columns = row_columns(cfg)
+    rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
+    rows = rows.astype(columns)
     stats = {"n_ok": len(records), "n_failed": len(errors), "n_degenerate": n_degenerate}
-    if detector is not None:
-        stats.update({f"text_{k_}": v for k_, v in detector.stats.items()})
+    stats.update(builder.stats)
     return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats)

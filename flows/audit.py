@@ -97,7 +97,7 @@ def finalize(
 ) -> dict[str, Any]:
     """Merge parts, aggregate, validate, gate; write summary.json, validation.json and report.html."""
     regions = region_names(cfg)
-    n_rows = folder.merge_parts(empty_rows(regions))
+    n_rows = folder.merge_parts(empty_rows(cfg))
     images = pd.read_parquet(folder.images)
     errors_df = folder.write_errors(errors)
     manifest_df = pd.DataFrame({"path": [e.path for e in plan.index.entries], "label": [e.label for e in plan.index.entries]})

@@ -130,7 +130,7 @@ class CamEngine:
     ):
         if not isinstance(model, nn.Module):
             raise CamParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.method = check_choice("method", method, METHODS)
+        self._method = check_choice("method", method, METHODS)
         self.input_size = check_size("input_size", input_size)
         self.amp = check_choice("amp", amp, AMP_MODES)
         self.reshape_transform = check_callable("reshape_transform", reshape_transform)
@@ -170,6 +170,18 @@ class CamEngine:
                 )
 
     # ------------------------------------------------------------------ public API
+    @property
+    def method(self) -> str:
+        """The CAM formula; may be switched between batches (same forward, same gradient)."""
+        return self._method
+
+    @method.setter
+    def method(self, value: str) -> None:
+        value = check_choice("method", value, METHODS)
+        if value in GRADIENT_FREE and self.head is None:
+            raise CamParameterError(f"method={value!r} needs a verified GAP + linear head: {self.head_reason}")
+        self._method = value
+
     @property
     def gradient_source(self) -> str:
         """"analytic" (closed-form head, no autograd) or "autograd"."""
