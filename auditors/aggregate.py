@@ -1,43 +1,100 @@
-"""Per-class and overall aggregates of the per-image table, and the bias gate.
+"""Per-class and overall aggregates of the per-image table, with bootstrap intervals, and the gate.
 
 Aggregates: ``<r>_mass`` and ``<r>_area`` are means over the class's images with a defined
 value; ``<r>_lift`` is the ratio of those means (not the mean of per-image lifts, which
-explodes on images with tiny regions); ``<r>_hit_rate`` is the share of pointing hits.
+explodes on images with tiny regions); ``<r>_hit_rate`` is the share of pointing hits and
+``<r>_hit_expected`` the share a uniformly random peak would score (the mean area).
+Every mean comes with a percentile-bootstrap interval that resamples images.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from auditors.config import GateConfig
+from auditors.config import AuditConfig, GateConfig, StatsConfig
+from auditors.stats import mean_ci, ratio_ci
 
-__all__ = ["aggregate", "apply_gate", "group_column"]
-
-# Keys later stages fill in; present (as None) from the start so the contract is stable.
-COUNTERFACTUAL_KEYS = ("flip_rate_text_removed", "flip_rate_placebo")
+__all__ = ["aggregate", "apply_gate", "group_column", "class_stats"]
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
+def _num(v: Any) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _mean(s: pd.Series) -> float | None:
+    return _num(s.mean()) if s.notna().any() else None
+
+
+def _seed(stats: StatsConfig, group: str, key: str) -> int:
+    """Independent, reproducible resampling per (group, statistic)."""
+    return (stats.seed * 1_000_003 + zlib.crc32(f"{group}|{key}".encode())) & 0x7FFFFFFF
+
+
+def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+    mass, area = df[f"{r}_mass"].to_numpy(float), df[f"{r}_area"].to_numpy(float)
+    both = np.isfinite(mass) & np.isfinite(area)
+    lift = mass[both].mean() / area[both].mean() if both.any() and area[both].mean() > 0 else float("nan")
+    return {
+        f"{r}_mass": _mean(df[f"{r}_mass"]),
+        f"{r}_area": _mean(df[f"{r}_area"]),
+        f"{r}_lift": _num(lift),
+        f"{r}_hit_rate": _mean(df[f"{r}_hit"]),
+        f"{r}_hit_expected": _mean(df[f"{r}_area"]),
+        f"{r}_mass_ci": mean_ci(mass, st.bootstrap, st.ci, _seed(st, group, f"{r}_mass")),
+        f"{r}_area_ci": mean_ci(area, st.bootstrap, st.ci, _seed(st, group, f"{r}_area")),
+        f"{r}_lift_ci": ratio_ci(mass, area, st.bootstrap, st.ci, _seed(st, group, f"{r}_lift")),
+    }
+
+
+def _counterfactual_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+    edited = df[df[f"{r}_removed_conf"].notna()]
+    effect = edited[f"{r}_effect"].to_numpy(float)
+    out = {
+        f"n_{r}_edited": int(len(edited)),
+        f"flip_rate_{r}_removed": _mean(edited[f"{r}_removed_flip"]),
+        f"flip_rate_{r}_placebo": _mean(edited[f"{r}_placebo_flip"]),
+        f"conf_drop_{r}_removed": _mean(edited["confidence"] - edited[f"{r}_removed_conf"]),
+        f"conf_drop_{r}_placebo": _mean(edited["confidence"] - edited[f"{r}_placebo_conf"]),
+        f"{r}_effect": _mean(edited[f"{r}_effect"]),
+        f"{r}_effect_ci": mean_ci(effect, st.bootstrap, st.ci, _seed(st, group, f"{r}_effect")),
+    }
+    return out
+
+
+def _accuracy(df: pd.DataFrame, cf_regions: list[str]) -> dict[str, float | None] | None:
+    """Accuracy on originals and on each edited set (unedited images keep their prediction)."""
+    labelled = df[df["label"].notna()]
+    if labelled.empty:
         return None
-    return v
+    acc: dict[str, float | None] = {"original": _num((labelled["pred"] == labelled["label"]).mean())}
+    for r in cf_regions:
+        for edit in ("removed", "placebo"):
+            after = labelled[f"{r}_{edit}_pred"].fillna(labelled["pred"])
+            acc[f"{r}_{edit}"] = _num((after == labelled["label"]).mean())
+        acc[f"{r}_gap"] = _num(acc["original"] - acc[f"{r}_removed"])
+    return acc
 
 
-def _stats(df: pd.DataFrame, regions: list[str]) -> dict[str, Any]:
+def class_stats(df: pd.DataFrame, cfg: AuditConfig, regions: list[str], group: str) -> dict[str, Any]:
+    """Every statistic of one group of images (a class, or all images)."""
     out: dict[str, Any] = {"n": int(len(df))}
     for r in regions:
-        mass = df[f"{r}_mass"].mean() if len(df) else float("nan")
-        area = df[f"{r}_area"].mean() if len(df) else float("nan")
-        both = df[[f"{r}_mass", f"{r}_area"]].dropna()
-        lift = both[f"{r}_mass"].mean() / both[f"{r}_area"].mean() if len(both) and both[f"{r}_area"].mean() > 0 else float("nan")
-        hit = df[f"{r}_hit"].mean() if len(df) else float("nan")
-        out.update({f"{r}_mass": _clean(float(mass)), f"{r}_area": _clean(float(area)),
-                    f"{r}_lift": _clean(float(lift)), f"{r}_hit_rate": _clean(float(hit))})
-    for key in COUNTERFACTUAL_KEYS:
-        out[key] = None
+        out.update(_region_stats(df, r, cfg.stats, group))
+    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    for r in cf_regions:
+        out.update(_counterfactual_stats(df, r, cfg.stats, group))
+    # Contract keys (summary.json since 0.1): text removal vs placebo flip rates.
+    out["flip_rate_text_removed"] = out.get("flip_rate_text_removed")
+    out["flip_rate_placebo"] = out.get("flip_rate_text_placebo")
+    if "text" in cf_regions:
+        out["text_effect"], out["text_effect_ci"] = out["text_effect"], out["text_effect_ci"]
+    out["accuracy"] = _accuracy(df, cf_regions)
     return out
 
 
@@ -46,22 +103,52 @@ def group_column(images: pd.DataFrame, labelled: bool) -> str:
     return "label" if labelled and images["label"].notna().any() else "pred"
 
 
-def aggregate(images: pd.DataFrame, classes: list[str], regions: list[str], by: str) -> tuple[dict, dict]:
-    """Per-class stats (every model class appears, with n=0 when absent) and overall stats."""
-    ok = images[images["cam_status"] == "ok"] if "cam_status" in images else images
-    per_class = {c: _stats(ok[ok[by] == c], regions) for c in classes}
-    return per_class, _stats(ok, regions)
+def aggregate(images: pd.DataFrame, cfg: AuditConfig, classes: list[str], regions: list[str], by: str) -> tuple[dict, dict]:
+    """Per-class stats (every model class appears, with n=0 when absent) and overall stats.
+
+    Images whose CAM is degenerate (all zero, NaN) are left out: their ratios are undefined.
+    """
+    ok = images[images["cam_status"] == "ok"]
+    per_class = {c: class_stats(ok[ok[by] == c], cfg, regions, f"class:{c}") for c in classes}
+    return per_class, class_stats(ok, cfg, regions, "overall")
 
 
-def apply_gate(per_class: dict[str, dict], gate: GateConfig) -> dict[str, Any]:
-    """Flag classes whose mean text lift exceeds ``gate.max_text_lift``; mutates ``per_class``."""
+def _rule(stats: dict, name: str, key: str, threshold: float) -> dict | None:
+    """A failure when the interval's lower bound of ``key`` exceeds ``threshold``."""
+    ci = stats.get(f"{key}_ci")
+    if ci is None or ci[0] is None or not ci[0] > threshold:
+        return None
+    return {"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold}
+
+
+def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str]) -> dict[str, Any]:
+    """Flag classes whose interval lower bounds exceed the thresholds; mutates ``per_class``.
+
+    Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
+    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` for any other region.
+    """
+    lift_limits = {**{r: v for r, v in gate.max_lift.items() if r in regions}}
+    if "text" in regions:
+        lift_limits["text"] = gate.max_text_lift
+    effect_limits = {r: v for r, v in gate.max_effect.items() if r in cf_regions}
+    if "text" in cf_regions:
+        effect_limits["text"] = gate.max_text_effect
     failures = []
     for name, stats in per_class.items():
-        reasons = []
-        lift = stats.get("text_lift")
-        if lift is not None and stats["n"] >= gate.min_images_per_class and lift > gate.max_text_lift:
-            reasons.append(f"text_lift {lift:.2f} > {gate.max_text_lift}")
-            failures.append({"class": name, "rule": "max_text_lift", "value": lift, "threshold": gate.max_text_lift})
-        stats["flagged"] = bool(reasons)
-        stats["flag_reasons"] = reasons
-    return {"passed": not failures, "failures": failures, "max_text_lift": gate.max_text_lift}
+        found = []
+        if stats["n"] >= gate.min_images_per_class:
+            found += [_rule(stats, name, f"{r}_lift", t) for r, t in lift_limits.items()]
+            found += [_rule(stats, name, f"{r}_effect", t) for r, t in effect_limits.items()]
+        found = [f for f in found if f is not None]
+        stats["flagged"] = bool(found)
+        stats["flag_reasons"] = [
+            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}) > {f['threshold']}" for f in found
+        ]
+        failures += found
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "max_text_lift": gate.max_text_lift,
+        "max_text_effect": gate.max_text_effect,
+        "rule": "a class is flagged when the lower bound of its interval exceeds the threshold",
+    }

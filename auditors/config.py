@@ -117,10 +117,37 @@ class RegionsConfig(_Strict):
 
 class CounterfactualConfig(_Strict):
     enabled: bool = False
+    method: Literal["telea", "ns"] = Field(default="telea", description="OpenCV inpainting: Telea or Navier-Stokes.")
+    radius: int = Field(default=3, ge=1, le=50, description="Inpainting neighbourhood radius (model-input pixels).")
+    margin: int = Field(default=2, ge=0, le=50, description="Dilate the removed mask by this many pixels first.")
+    regions: list[str] = Field(
+        default=["text"], min_length=1, description="Regions to intervene on (each with its own matched placebo)."
+    )
+    seed: int = Field(default=0, description="Seed of the placebo placement (mixed with each image's hash).")
+    placebo_tries: int = Field(default=200, ge=1, description="Random placements tried to avoid the real region.")
+
+
+class StatsConfig(_Strict):
+    bootstrap: int = Field(default=1000, ge=100, description="Bootstrap resamples for every interval.")
+    ci: float = Field(default=0.95, gt=0.5, lt=1.0, description="Interval coverage.")
+    seed: int = 0
+
+
+class SanityConfig(_Strict):
+    enabled: bool = True
+    n_images: int = Field(default=16, ge=2, le=512, description="Images used for the randomisation check.")
+    max_rank_correlation: float = Field(
+        default=0.8, gt=0.0, le=1.0, description="Above this, maps are called 'not model-sensitive'."
+    )
 
 
 class GateConfig(_Strict):
-    max_text_lift: float = Field(default=2.0, gt=0.0)
+    max_text_lift: float = Field(default=2.0, gt=0.0, description="Flag when the lift interval's lower bound exceeds this.")
+    max_text_effect: float = Field(
+        default=0.05, description="Flag when the lower bound of the text effect (confidence drop vs placebo) exceeds this."
+    )
+    max_lift: dict[str, float] = Field(default={}, description="Optional lift thresholds of other regions, by name.")
+    max_effect: dict[str, float] = Field(default={}, description="Optional effect thresholds of other regions, by name.")
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
@@ -148,6 +175,8 @@ class AuditConfig(_Strict):
     cam: CamConfig = CamConfig()
     regions: RegionsConfig = RegionsConfig()
     counterfactual: CounterfactualConfig = CounterfactualConfig()
+    stats: StatsConfig = StatsConfig()
+    sanity: SanityConfig = SanityConfig()
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()

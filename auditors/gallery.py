@@ -34,6 +34,9 @@ class GalleryItem:
     cam: np.ndarray
     regions: dict[str, np.ndarray] = field(default_factory=dict)
     text_polygons: list[np.ndarray] = field(default_factory=list)
+    #: counterfactual views, e.g. {"text_removed": {"image": RGB, "pred": str, "confidence": float,
+    #: "mask": bool HxW}, "text_placebo": {...}}; confidence is of the originally predicted class.
+    edits: dict[str, dict] = field(default_factory=dict)
 
 
 def top_k(items: Iterable[GalleryItem], k: int) -> list[GalleryItem]:

@@ -17,6 +17,7 @@ import torch
 
 from auditors.cam import CamEngine
 from auditors.config import AuditConfig
+from auditors.counterfactual import image_seed, plan_intervention
 from auditors.dataset import Entry, chunked
 from auditors.errors import InputError
 from auditors.gallery import GalleryItem, top_k
@@ -27,7 +28,10 @@ from auditors.models import get_model, select_device
 from auditors.regions import Region
 from auditors.regions.build import RegionBuilder, region_names
 
-__all__ = ["ChunkResult", "audit_chunk", "region_names", "row_columns", "empty_rows", "resolve_targets"]
+__all__ = [
+    "ChunkResult", "audit_chunk", "region_names", "row_columns", "empty_rows", "resolve_targets", "sanity_check",
+    "counterfactual_columns",
+]
 
 _ENGINES: dict[tuple, CamEngine] = {}
 _ENGINE_LOCK = threading.Lock()
@@ -59,6 +63,7 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
     cols.update(RegionBuilder.column_dtypes(cfg))
     for r in regions:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
+    cols.update(counterfactual_columns(cfg))
     return cols
 
 
@@ -76,7 +81,7 @@ def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -
     return torch.full((len(labels),), index[target], dtype=torch.long)
 
 
-def _engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
+def engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
     key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
@@ -100,7 +105,7 @@ class _Loaded:
         return self.entry.path
 
 
-def _load_batch(entries: list[Entry], root: Path, cfg: AuditConfig, errors: list[dict]) -> list[_Loaded]:
+def load_batch(entries: list[Entry], root: Path, cfg: AuditConfig, errors: list[dict]) -> list[_Loaded]:
     out = []
     h, w = cfg.model.input_size
     for e in entries:
@@ -119,7 +124,7 @@ def _load_batch(entries: list[Entry], root: Path, cfg: AuditConfig, errors: list
     return out
 
 
-def _to_input(views: list[np.ndarray], cfg: AuditConfig, device: torch.device) -> torch.Tensor:
+def to_input(views: list[np.ndarray], cfg: AuditConfig, device: torch.device) -> torch.Tensor:
     """uint8 HWC batch -> normalised float NCHW on device (uint8 travels: 4x fewer bytes)."""
     x = torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2)
     if device.type == "cuda":
@@ -136,6 +141,89 @@ def _display_map(m: torch.Tensor) -> np.ndarray:
     return ((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(tuple(m.shape), np.float32)
 
 
+def _class_name(classes: list[str], i: int) -> str:
+    return classes[i] if 0 <= i < len(classes) else str(i)
+
+
+def counterfactual_columns(cfg: AuditConfig) -> dict[str, str]:
+    """Per-image intervention columns, for each region in ``counterfactual.regions``."""
+    cols: dict[str, str] = {}
+    if not cfg.counterfactual.enabled:
+        return cols
+    for r in cfg.counterfactual.regions:
+        for edit in ("removed", "placebo"):
+            cols.update({f"{r}_{edit}_pred": "string", f"{r}_{edit}_conf": "float64",
+                         f"{r}_{edit}_flip": "float64", f"{r}_{edit}_mass": "float64"})
+        cols.update({f"{r}_placebo_overlap": "float64", f"{r}_effect": "float64"})
+    return cols
+
+
+def _counterfactuals(
+    engine: CamEngine,
+    cfg: AuditConfig,
+    classes: list[str],
+    device: torch.device,
+    loaded: list[_Loaded],
+    masks: np.ndarray,
+    regions: list[str],
+    pred: np.ndarray,
+    conf: np.ndarray,
+    targets: torch.Tensor,
+) -> tuple[list[dict], list[dict[str, dict]]]:
+    """Re-run model + CAM on region-removed and placebo-edited views of the batch.
+
+    Returns per-image columns and per-image edited views (kept only for gallery images).
+    """
+    cf = cfg.counterfactual
+    columns: list[dict] = [{} for _ in loaded]
+    views: list[dict[str, dict]] = [{} for _ in loaded]
+    size = tuple(cfg.model.input_size)
+    for r in cf.regions:
+        j = regions.index(r)
+        plans = [
+            plan_intervention(item.model_view, masks[i, j], method=cf.method, radius=cf.radius, margin=cf.margin,
+                              seed=image_seed(cf.seed, item.digest, r), tries=cf.placebo_tries)
+            for i, item in enumerate(loaded)
+        ]
+        idx = [i for i, p in enumerate(plans) if p is not None]
+        for i, p in enumerate(plans):
+            if p is None:
+                columns[i].update({c: None for c in counterfactual_columns(cfg) if c.startswith(f"{r}_")})
+        if not idx:
+            continue
+        n = len(idx)
+        edited = [plans[i].removed for i in idx] + [plans[i].placebo for i in idx]
+        edit_masks = np.stack([plans[i].removed_mask for i in idx] + [plans[i].placebo_mask for i in idx])
+        out = engine.compute(to_input(edited, cfg, device), targets[idx].repeat(2))
+        moved = region_metrics(upsample_maps(out.maps, size), torch.from_numpy(edit_masks[:, None]).to(device))["mass"][:, 0]
+        probs = out.probs
+        orig = torch.as_tensor(pred[idx], device=probs.device).repeat(2)
+        kept_conf = probs.gather(1, orig[:, None])[:, 0].cpu().numpy()
+        new_pred = probs.argmax(dim=1).cpu().numpy()
+        moved = moved.cpu().numpy()
+        for k, i in enumerate(idx):
+            row = columns[i]
+            for e, edit in enumerate(("removed", "placebo")):
+                m = k + e * n
+                row[f"{r}_{edit}_pred"] = _class_name(classes, int(new_pred[m]))
+                row[f"{r}_{edit}_conf"] = float(kept_conf[m])
+                row[f"{r}_{edit}_flip"] = float(new_pred[m] != pred[i])
+                row[f"{r}_{edit}_mass"] = float(moved[m])
+                views[i][f"{r}_{edit}"] = {
+                    "image": edited[m], "mask": edit_masks[m], "pred": row[f"{r}_{edit}_pred"], "confidence": float(kept_conf[m]),
+                }
+            row[f"{r}_placebo_overlap"] = plans[i].placebo_overlap
+            # Confidence the removal costs beyond what an equal occlusion elsewhere costs.
+            row[f"{r}_effect"] = row[f"{r}_placebo_conf"] - row[f"{r}_removed_conf"]
+    return columns, views
+
+
+def _status(total: float) -> str:
+    if not np.isfinite(total):
+        return "nonfinite"
+    return "ok" if total > 0 else "zero"
+
+
 def audit_chunk(
     entries: list[Entry],
     cfg: AuditConfig,
@@ -145,7 +233,7 @@ def audit_chunk(
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
     device = select_device(cfg.cam.device)
-    engine = _engine_for(cfg, target_layer, device)
+    engine = engine_for(cfg, target_layer, device)
     builder = RegionBuilder(cfg, cache_path, use_gpu=device.type == "cuda")
     regions = builder.names
     root = Path(cfg.dataset.root)
@@ -155,10 +243,9 @@ def audit_chunk(
     gallery: list[GalleryItem] = []
     k = cfg.output.gallery_size
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
-    n_degenerate = 0
 
     for batch in chunked(entries, cfg.cam.batch_size):
-        loaded = _load_batch(batch, root, cfg, errors)
+        loaded = load_batch(batch, root, cfg, errors)
         if not loaded:
             continue
         try:
@@ -166,37 +253,36 @@ def audit_chunk(
             masks = builder.model_masks(per_image, loaded)
             extras = builder.image_columns(per_image, masks)
         except Exception as exc:  # a region provider crash on one batch must not lose the chunk
-            for item in loaded:
-                errors.append({"path": item.entry.path, "stage": "regions", "reason": f"{type(exc).__name__}: {exc}"})
+            errors += [{"path": it.path, "stage": "regions", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            x = _to_input([item.model_view for item in loaded], cfg, device)
-            cam = engine.compute(x, targets)
+            cam = engine.compute(to_input([item.model_view for item in loaded], cfg, device), targets)
+            maps = upsample_maps(cam.maps, size)
+            met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
+            met = {name: t.cpu().numpy() for name, t in met.items()}
+            probs = cam.probs
+            conf_t, pred_t = probs.max(dim=1)
+            target_prob = probs.gather(1, cam.targets[:, None])[:, 0].cpu().numpy()
+            conf, pred = conf_t.cpu().numpy(), pred_t.cpu().numpy()
+            tgt = cam.targets.cpu().numpy()
+            totals = cam.maps.sum(dim=(1, 2)).cpu().numpy()
+            cf_cols, cf_views = [{} for _ in loaded], [{} for _ in loaded]
+            if cfg.counterfactual.enabled:
+                cf_cols, cf_views = _counterfactuals(engine, cfg, classes, device, loaded, masks, regions, pred, conf, cam.targets)
         except Exception as exc:
-            for item in loaded:
-                errors.append({"path": item.entry.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"})
+            errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
-        maps = upsample_maps(cam.maps, size)
-        met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
-        met = {name: t.cpu().numpy() for name, t in met.items()}
-        probs = cam.probs
-        conf, pred = probs.max(dim=1)
-        target_prob = probs.gather(1, cam.targets[:, None])[:, 0]
-        conf, pred, target_prob = conf.cpu().numpy(), pred.cpu().numpy(), target_prob.cpu().numpy()
-        tgt = cam.targets.cpu().numpy()
-        totals = cam.maps.sum(dim=(1, 2)).cpu().numpy()
+        first = len(records)
         for i, item in enumerate(loaded):
-            status = "ok" if np.isfinite(totals[i]) and totals[i] > 0 else ("zero" if np.isfinite(totals[i]) else "nonfinite")
-            n_degenerate += status != "ok"
             row = {
                 "path": item.entry.path,
                 "label": item.entry.label,
-                "pred": classes[pred[i]] if pred[i] < len(classes) else str(pred[i]),
+                "pred": _class_name(classes, int(pred[i])),
                 "confidence": float(conf[i]),
-                "target": classes[tgt[i]] if tgt[i] < len(classes) else str(tgt[i]),
+                "target": _class_name(classes, int(tgt[i])),
                 "target_prob": float(target_prob[i]),
-                "cam_status": status,
+                "cam_status": _status(float(totals[i])),
                 "width": item.original.shape[1],
                 "height": item.original.shape[0],
                 "content_hash": item.digest,
@@ -205,34 +291,49 @@ def audit_chunk(
             for j, r in enumerate(regions):
                 for name in ("mass", "area", "lift", "hit"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
+            row.update(cf_cols[i])
             records.append(row)
         if k and rank_region is not None:
             j = regions.index(rank_region)
-            candidates = []
-            for i, item in enumerate(loaded):
-                score = float(met["mass"][i, j])
-                if not np.isfinite(score):
-                    continue
-                candidates.append((score, i))
-            candidates = sorted(candidates, reverse=True)[:k]
-            for score, i in candidates:
-                row = records[len(records) - len(loaded) + i]
+            ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)
+            for score, i in ranked[:k]:
+                row = records[first + i]
                 gallery.append(
                     GalleryItem(
-                        path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"],
-                        score=score,
-                        metrics={c: row[c] for c in row if c.endswith(("_mass", "_area", "_lift", "_hit"))},
+                        path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"], score=score,
+                        metrics={c: row[c] for c in row if c.endswith(("_mass", "_area", "_lift", "_hit", "_effect", "_conf", "_flip"))},
                         image=loaded[i].model_view,
                         cam=_display_map(maps[i]),
                         regions={r: masks[i, jj] for jj, r in enumerate(regions)},
                         text_polygons=per_image[i]["text"].model_polygons(loaded[i].placement) if "text" in per_image[i] else [],
+                        edits=cf_views[i],
                     )
                 )
             gallery = top_k(gallery, k)
-        del loaded, per_image, maps, cam
+        del loaded, per_image, maps, cam, cf_views
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
+    n_degenerate = int((rows["cam_status"] != "ok").sum())
     stats = {"n_ok": len(records), "n_failed": len(errors), "n_degenerate": n_degenerate}
     stats.update(builder.stats)
     return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats)
+
+
+def sanity_check(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> dict:
+    """Model-randomisation check on an evenly spread sample of ``cfg.sanity.n_images`` images."""
+    n = min(cfg.sanity.n_images, len(entries))
+    if n < 2:
+        return {"n_images": n, "verdict": "skipped: fewer than 2 images", "model_sensitive": None}
+    picks = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, n).round()]
+    device = select_device(cfg.cam.device)
+    loaded = load_batch(picks, Path(cfg.dataset.root), cfg, [])
+    if len(loaded) < 2:
+        return {"n_images": len(loaded), "verdict": "skipped: fewer than 2 readable images", "model_sensitive": None}
+    from auditors.sanity import randomization_check
+
+    engine = engine_for(cfg, target_layer, device)
+    try:
+        return randomization_check(engine, to_input([it.model_view for it in loaded], cfg, device), cfg.sanity.max_rank_correlation, cfg.stats.seed)
+    except Exception as exc:  # e.g. a TorchScript model that cannot be copied
+        return {"n_images": len(loaded), "verdict": f"skipped: {type(exc).__name__}: {exc}", "model_sensitive": None}

@@ -45,6 +45,13 @@ def make_plan(cfg: AuditConfig) -> Plan:
     if not classes:
         raise ConfigError("model.classes: no classes (set model.classes or use an ImageFolder layout)")
     _check_target(cfg, index, classes)
+    if cfg.counterfactual.enabled:
+        from auditors.regions.build import region_names
+
+        enabled = region_names(cfg)
+        for r in cfg.counterfactual.regions:
+            if r not in enabled:
+                raise ConfigError(f"counterfactual.regions: {r!r} is not an enabled region ({enabled})")
     if cfg.model.classes is None:
         # A torchvision arch then gets a head of the right size, and chunks see the same classes.
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"classes": list(classes)})})

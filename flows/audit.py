@@ -32,7 +32,7 @@ from auditors.dataset import Entry, chunked
 from auditors.gallery import GalleryItem, top_k
 from auditors.outputs import RunFolder, new_run_id, write_json
 from auditors.plan import Plan, make_plan
-from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names
+from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names, sanity_check
 from auditors.progress import Progress
 from auditors.report import write_report
 from auditors.validation import images_expectations, manifest_expectations, validate_tables
@@ -90,10 +90,16 @@ def audit_chunk_task(
     return audit_chunk(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None)
 
 
+@task(name="sanity-check", retries=1)
+def sanity_task(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> dict[str, Any]:
+    """Adebayo-style randomisation check on a small sample (once per audit)."""
+    return sanity_check(entries, cfg, target_layer)
+
+
 @task(name="finalize")
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, errors: list[dict], gallery: list[GalleryItem],
-    stats: dict[str, int], started: float,
+    stats: dict[str, int], sanity: dict[str, Any] | None, started: float,
 ) -> dict[str, Any]:
     """Merge parts, aggregate, validate, gate; write summary.json, validation.json and report.html."""
     regions = region_names(cfg)
@@ -109,8 +115,9 @@ def finalize(
     )
     write_json(folder.validation, validation)
     by = group_column(images, plan.index.labelled)
-    per_class, overall = aggregate(images, plan.classes, regions, by)
-    gate = apply_gate(per_class, cfg.gate)
+    per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
+    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
     if not validation["success"]:
         gate["passed"] = False
         gate["failures"].append({"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0})
@@ -132,6 +139,11 @@ def finalize(
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
         "gate": gate,
         "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+        "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
+                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
+        "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed,
+                  "interval": "percentile bootstrap over images"},
+        "sanity": sanity,
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(n_rows / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
     }
@@ -192,7 +204,8 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     while window:
         collect(*window.popleft())
     meter.close()
-    summary = finalize(cfg, plan, folder, run_id, errors, gallery, stats, started)
+    sanity = sanity_task(plan.index.entries, cfg, plan.target_layer) if cfg.sanity.enabled else None
+    summary = finalize(cfg, plan, folder, run_id, errors, gallery, stats, sanity, started)
     _publish_artifact(summary, folder.report)
     return summary
 

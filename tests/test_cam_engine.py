@@ -112,35 +112,50 @@ def _pgc_style(maps: torch.Tensor, x: torch.Tensor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ reference agreement
+@pytest.fixture(scope="module")
+def engines(resnet18, vgg) -> dict[tuple[str, str], CamEngine]:
+    """One engine per (model, gradient source); tests switch ``engine.method``."""
+    return {
+        ("resnet18", "auto"): CamEngine(resnet18, "layer4", input_size=(112, 112)),
+        ("resnet18", "autograd"): CamEngine(resnet18, "layer4", input_size=(112, 112), gradient="autograd"),
+        ("vgg", "auto"): CamEngine(vgg, "features", input_size=(64, 64)),
+    }
+
+
+@pytest.fixture(scope="module")
+def unfrozen(resnet18, vgg) -> dict[str, nn.Module]:
+    """Trainable copies: pytorch-grad-cam fails on frozen parameters."""
+    return {"resnet18": copy.deepcopy(resnet18).requires_grad_(True), "vgg": copy.deepcopy(vgg).requires_grad_(True)}
+
+
 @pytest.mark.parametrize("method", sorted(PGC_CLASSES))
 @pytest.mark.parametrize("arch,gradient", [("resnet18", "auto"), ("resnet18", "autograd"), ("vgg", "auto")])
-def test_matches_pytorch_grad_cam(request, arch, gradient, method, x112, x64):
-    model = request.getfixturevalue(arch)
+def test_matches_pytorch_grad_cam(engines, unfrozen, arch, gradient, method, x112, x64):
     x = x112 if arch == "resnet18" else x64
-    layer_name = "layer4" if arch == "resnet18" else "features"
-    engine = CamEngine(model, layer_name, method=method, input_size=tuple(x.shape[-2:]), gradient=gradient)
+    engine = engines[arch, gradient]
+    engine.method = method
     assert engine.gradient_source == ("analytic" if (arch, gradient) == ("resnet18", "auto") else "autograd")
-    # predicted class for image 0, other classes for the rest
-    targets = torch.tensor([int(model(x[:1]).argmax()), 3, 7])
+    targets = torch.tensor([0, 3, 7])
     ours = engine.compute(x, targets)
     assert not ours.degenerate.any()
 
-    unfrozen = copy.deepcopy(model).requires_grad_(True)  # pytorch-grad-cam fails on frozen params
-    layer = dict(unfrozen.named_modules())[layer_name]
-    ref = _pgc_maps(unfrozen, layer, method, x, targets.tolist())
+    ref_model = unfrozen[arch]
+    ref = _pgc_maps(ref_model, ref_model.get_submodule(engine.target_layer), method, x, targets.tolist())
     diff = np.abs(_pgc_style(ours.maps, x) - ref).max()
     assert diff <= 1e-4, f"{arch}/{method}/{gradient}: max abs diff {diff:.2e}"
 
 
-def test_predicted_target_matches_pytorch_grad_cam(resnet18, x112):
+def test_predicted_target_matches_pytorch_grad_cam(engines, unfrozen, x112):
     import pytorch_grad_cam
 
-    engine = CamEngine(resnet18, input_size=(112, 112), gradient="autograd")
+    engine = engines["resnet18", "autograd"]
+    engine.method = "gradcam"
     ours = engine.compute(x112)
     assert torch.equal(ours.targets, ours.logits.argmax(1))
-    unfrozen = copy.deepcopy(resnet18).requires_grad_(True)
-    with pytorch_grad_cam.GradCAM(model=unfrozen, target_layers=[unfrozen.layer4]) as cam:
+    ref_model = unfrozen["resnet18"]
+    with pytorch_grad_cam.GradCAM(model=ref_model, target_layers=[ref_model.layer4]) as cam:
         ref = cam(input_tensor=x112, targets=None)
+    ref_model.zero_grad(set_to_none=True)
     assert np.abs(_pgc_style(ours.maps, x112) - ref).max() <= 1e-4
 
 
@@ -173,10 +188,8 @@ def test_cam_uses_no_autograd(resnet18, x112, monkeypatch):
     assert engine.compute_topk(x112, 2).maps.shape == (3, 2, 4, 4)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"cam"}))
 def test_analytic_gradient_equals_autograd(resnet18, x112, method):
-    if method == "cam":
-        pytest.skip("cam has no autograd variant")
     a = CamEngine(resnet18, method=method, input_size=(112, 112), gradient="analytic").compute(x112, 5)
     b = CamEngine(resnet18, method=method, input_size=(112, 112), gradient="autograd").compute(x112, 5)
     torch.testing.assert_close(a.maps, b.maps, rtol=1e-5, atol=1e-6 * float(b.maps.abs().max()) + 1e-12)
@@ -198,17 +211,6 @@ def test_cam_not_applicable_is_a_clear_error(vgg, resnet18):
     assert engine.gradient_source == "autograd" and "global average" in engine.head_reason
 
 
-def test_head_detection_on_torchvision_models():
-    torch.manual_seed(0)
-    expect = {"mobilenet_v2": "analytic", "efficientnet_b0": "analytic", "densenet121": "autograd"}
-    for arch, source in expect.items():
-        model = _frozen(getattr(torchvision.models, arch)(num_classes=10))
-        engine = CamEngine(model, input_size=(64, 64))
-        assert engine.target_layer == "features", arch
-        assert engine.gradient_source == source, (arch, engine.head_reason)
-        assert engine.compute(torch.randn(1, 3, 64, 64)).maps.shape == (1, 2, 2)
-
-
 # ------------------------------------------------------------------ targets, top-k
 def test_topk_in_one_pass_equals_separate_calls(resnet18, vgg, x112, x64, monkeypatch):
     calls = []
@@ -218,7 +220,8 @@ def test_topk_in_one_pass_equals_separate_calls(resnet18, vgg, x112, x64, monkey
         calls.append(kwargs.get("is_grads_batched", False))
         return real_grad(*args, **kwargs)
 
-    for model, x, gradient in [(resnet18, x112, "autograd"), (resnet18, x112, "analytic"), (vgg, x64, "auto")]:
+    x = x64[:2]
+    for model, gradient in [(resnet18, "autograd"), (resnet18, "analytic"), (vgg, "auto")]:
         for method in sorted(METHODS):
             if method == "cam" and gradient == "autograd" or method == "cam" and model is vgg:
                 continue
@@ -228,7 +231,7 @@ def test_topk_in_one_pass_equals_separate_calls(resnet18, vgg, x112, x64, monkey
             top = engine.compute_topk(x, 3)
             monkeypatch.setattr(torch.autograd, "grad", real_grad)
             assert calls == ([True] if engine.gradient_source == "autograd" else []), (gradient, calls)
-            assert top.maps.shape == (3, 3, *top.maps.shape[-2:])
+            assert top.maps.shape == (2, 3, *top.maps.shape[-2:])
             assert torch.equal(top.classes, top.logits.topk(3, dim=1).indices)
             for j in range(3):
                 single = engine.compute(x, top.classes[:, j])
@@ -358,22 +361,23 @@ def test_no_param_grad_no_graph_and_hooks_removed(x64):
 def test_memory_flat_over_many_batches(gradient):
     psutil = pytest.importorskip("psutil")
     torch.manual_seed(0)
-    engine = CamEngine(_frozen(SmallVGG()) if gradient == "autograd" else _frozen(TinyGap()),
-                       input_size=(32, 32), gradient=gradient)
+    model = _frozen(TinyGap() if gradient == "auto" else SmallVGG())
+    engine = CamEngine(model, input_size=(32, 32), gradient=gradient)
+    assert engine.gradient_source == ("analytic" if gradient == "auto" else "autograd")
     x = torch.randn(4, 3, 32, 32)
     proc = psutil.Process()
 
     def n_tensors() -> int:
         gc.collect()
-        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+        return sum(1 for o in gc.get_objects() if type(o) is torch.Tensor or type(o) is nn.Parameter)
 
-    for _ in range(20):
-        engine.compute(x)
-        engine.compute_topk(x, 2)
+    def run(n: int) -> None:
+        for i in range(n):
+            engine.compute(x) if i % 2 else engine.compute_topk(x, 2)
+
+    run(10)
     rss0, t0 = proc.memory_info().rss, n_tensors()
-    for _ in range(200):
-        engine.compute(x)
-        engine.compute_topk(x, 2)
+    run(200)
     growth = proc.memory_info().rss - rss0
     assert n_tensors() == t0
     assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 200 batches"

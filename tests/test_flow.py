@@ -81,7 +81,9 @@ def test_flow_writes_the_output_contract_and_records_bad_inputs(poster_folder, t
         assert stats["n"] == 4
         assert stats["text_mass"] == pytest.approx(sub["text_mass"].mean())
         assert stats["text_lift"] == pytest.approx(sub["text_mass"].mean() / sub["text_area"].mean())
-        assert stats["flagged"] == (stats["text_lift"] > 2.0)
+        lower = stats["text_lift_ci"][0]
+        assert lower <= stats["text_lift"] <= stats["text_lift_ci"][1]
+        assert stats["flagged"] == (lower > 2.0)
     assert summary["gate"]["passed"] == (not summary["flagged_classes"])
     validation = json.loads((run / "validation.json").read_text())
     assert validation["success"] and set(validation["suites"]) == {"manifest", "images"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 import torch
@@ -22,7 +23,10 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name in modules:
         return modules[name]
-    close = [n for n in modules if n and (name.split(".")[-1] in n)][:8]
+    names = [n for n in modules if n]
+    parent = name.rpartition(".")[0]
+    siblings = [n for n in names if n.rpartition(".")[0] == parent][:8] if parent in modules else []
+    close = siblings or difflib.get_close_matches(name, names, n=8, cutoff=0.6)
     raise ConfigError(f"model.target_layer: no module named {name!r}" + (f"; similar: {close}" if close else ""))
 
 
