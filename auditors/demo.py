@@ -11,11 +11,13 @@ shows the difference as text lift.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,12 +36,17 @@ __all__ = [
     "POSTER_SIZE",
     "NORM_MEAN",
     "NORM_STD",
+    "BADGE_WORD",
     "DemoAssets",
+    "Poster",
     "build_demo_cnn",
     "prepare_demo",
     "demo_config",
+    "render_poster",
     "render_split",
+    "badge_rate",
     "preprocess",
+    "train_model",
 ]
 
 CLASSES: list[str] = ["comedy", "drama", "horror"]
@@ -154,7 +161,9 @@ def _draw_badge(rng: np.random.Generator, img: np.ndarray) -> tuple[int, int, in
 
 @dataclass(frozen=True)
 class Poster:
-    image: np.ndarray  # RGB uint8 POSTER_SIZE
+    """A rendered poster with its ground truth (boxes are x0, y0, x1, y1 in poster pixels)."""
+
+    image: np.ndarray  # RGB uint8, POSTER_SIZE
     label: int
     badge: bool
     badge_box: tuple[int, int, int, int] | None
@@ -173,18 +182,24 @@ def render_poster(rng: np.random.Generator, label: int, badge: bool) -> Poster:
     return Poster(img, label, badge, badge_box, title_box)
 
 
-def _badge_rate(split: Split, label: int) -> float:
+def badge_rate(split: Split, label: int) -> float:
+    """P(badge | genre) in a split: tied to the badge class when biased, flat in the control."""
     if split == "control":
         return CONTROL_BADGE_RATE
     return BIASED_BADGE_RATE[0] if CLASSES[label] == BADGE_CLASS else BIASED_BADGE_RATE[1]
 
 
 def render_split(rng: np.random.Generator, split: Split, n_per_class: int) -> list[Poster]:
-    """``n_per_class`` posters per genre, badges drawn with the split's rates."""
+    """``n_per_class`` posters per genre; exactly round(rate * n) of each genre carry the badge.
+
+    Exact counts (randomly placed) rather than coin flips keep the control split's badge
+    truly independent of the label even for small ``n``.
+    """
     posters = []
     for label in range(len(CLASSES)):
-        for _ in range(n_per_class):
-            posters.append(render_poster(rng, label, bool(rng.random() < _badge_rate(split, label))))
+        n_badge = round(badge_rate(split, label) * n_per_class)
+        flags = rng.permutation(np.arange(n_per_class) < n_badge)
+        posters.extend(render_poster(rng, label, bool(flag)) for flag in flags)
     return posters
 
 
@@ -320,17 +335,15 @@ def _badge_rates(posters: list[Poster]) -> dict[str, float]:
     return rates
 
 
-class _torch_threads:
-    """Use up to ``n`` intra-op threads inside the block, restoring the caller's setting after."""
-
-    def __init__(self, n: int):
-        self.n, self.saved = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.saved)
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block and restore the caller's setting after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _build(tmp: Path, seed: int, n_train_per_class: int, n_audit_per_class: int) -> None:
@@ -372,32 +385,59 @@ def _build(tmp: Path, seed: int, n_train_per_class: int, n_audit_per_class: int)
     (tmp / "DONE").write_text("ok\n")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError), or a platform without signals
+        return True
+    return True
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Delete temp folders left by builds that were killed (their process is gone)."""
+    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, root: Path) -> None:
+    """Move a finished build into place; losing a race to another finished build is fine."""
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()  # an empty folder (e.g. made by the caller) is ours to fill
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if not (root / "DONE").is_file():
+            raise FileExistsError(f"demo cache folder {root} exists and is not a finished demo cache") from None
+
+
 def prepare_demo(
     cache_dir: Path | None = None,
     seed: int = 0,
     n_train_per_class: int = 200,
     n_audit_per_class: int = 40,
 ) -> DemoAssets:
-    """Return the demo assets, generating and training them on first use.
+    """Return the demo assets, generating and training them on first use (~10 s on 2 cores).
 
-    The cache is built in a temporary sibling folder and renamed into place only when complete,
-    so an interrupted run never leaves a half cache; a folder without DONE is rebuilt.
+    The cache is built in a temporary sibling folder whose DONE marker is written last, then
+    renamed into place, so an interrupted run never leaves a half cache behind. A non-empty
+    ``cache_dir`` without DONE is refused rather than deleted: it may be someone's data.
     """
     root = Path(cache_dir) if cache_dir is not None else _default_cache_dir(seed, n_train_per_class, n_audit_per_class)
     if (root / "DONE").is_file():
         return DemoAssets.load(root)
+    if root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(f"demo cache folder {root} exists and is not a finished demo cache")
     root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(root)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with _torch_threads(max(1, min(4, os.cpu_count() or 1))):
             _build(tmp, seed, n_train_per_class, n_audit_per_class)
-        if root.exists() and not (root / "DONE").is_file():
-            shutil.rmtree(root)  # leftovers of an older, interrupted layout
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / "DONE").is_file():  # not a concurrent finisher: a real error
-                raise
+        _publish(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return DemoAssets.load(root)

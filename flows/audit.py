@@ -64,13 +64,18 @@ def prepare(cfg: AuditConfig) -> Plan:
     return make_plan(cfg)
 
 
+#: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
+#: then miss instead of unpickling into objects that lack new fields.
+CHUNK_FORMAT = 2
+
+
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     """Key = chunk files (path, size, mtime) + everything in the config that changes rows."""
     cfg: AuditConfig = params["cfg"]
-    relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions"})
+    relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions", "counterfactual"})
     relevant["dataset"].pop("limit", None)
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    h.update(f"{auditors.__version__}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
+    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
     h.update(json.dumps(params["classes"]).encode())
     root = Path(cfg.dataset.root)
     for e in params["entries"]:
