@@ -19,7 +19,7 @@ import pandas as pd
 from auditors.config import AuditConfig, GateConfig, StatsConfig
 from auditors.stats import mean_ci, ratio_ci
 
-__all__ = ["aggregate", "apply_gate", "group_column", "class_stats"]
+__all__ = ["aggregate", "apply_gate", "class_stats"]
 
 
 def _num(v: Any) -> float | None:
@@ -96,11 +96,6 @@ def class_stats(df: pd.DataFrame, cfg: AuditConfig, regions: list[str], group: s
         out["text_effect"], out["text_effect_ci"] = out["text_effect"], out["text_effect_ci"]
     out["accuracy"] = _accuracy(df, cf_regions)
     return out
-
-
-def group_column(images: pd.DataFrame, labelled: bool) -> str:
-    """Aggregate by true label when the dataset has labels, else by prediction."""
-    return "label" if labelled and images["label"].notna().any() else "pred"
 
 
 def aggregate(images: pd.DataFrame, cfg: AuditConfig, classes: list[str], regions: list[str], by: str) -> tuple[dict, dict]:

@@ -65,6 +65,10 @@ class RunFolder:
         return self.dir / "images.parquet"
 
     @property
+    def instances(self) -> Path:
+        return self.dir / "text_instances.parquet"
+
+    @property
     def errors(self) -> Path:
         return self.dir / "errors.csv"
 
@@ -80,28 +84,33 @@ class RunFolder:
     def report(self) -> Path:
         return self.dir / "report.html"
 
-    def write_part(self, index: int, rows: pd.DataFrame) -> Path:
-        path = self.parts / f"chunk-{index:06d}.parquet"
+    def write_part(self, index: int, rows: pd.DataFrame, kind: str = "chunk") -> Path:
+        path = self.parts / f"{kind}-{index:06d}.parquet"
         tmp = path.with_suffix(".tmp")
         rows.to_parquet(tmp, index=False)
         os.replace(tmp, path)
         return path
 
-    def merge_parts(self, empty: pd.DataFrame) -> int:
-        """Concatenate part files into images.parquet one part at a time; return the row count."""
-        parts = sorted(self.parts.glob("chunk-*.parquet"))
+    def merge_parts(self, empty: pd.DataFrame, kind: str = "chunk", dest: Path | None = None) -> int:
+        """Concatenate ``kind`` part files into ``dest`` (default images.parquet) one part at a time.
+
+        Returns the row count. The parts folder goes once every kind has been merged.
+        """
+        dest = dest or self.images
+        parts = sorted(self.parts.glob(f"{kind}-*.parquet"))
         schema = pa.Schema.from_pandas(empty, preserve_index=False)
         n = 0
-        tmp = self.images.with_suffix(".tmp")
+        tmp = dest.with_suffix(".tmp")
         with pq.ParquetWriter(tmp, schema) as writer:
             for p in parts:
                 table = pq.read_table(p).select(schema.names).cast(schema)
                 writer.write_table(table)
                 n += table.num_rows
-        os.replace(tmp, self.images)
+        os.replace(tmp, dest)
         for p in parts:
             p.unlink()
-        self.parts.rmdir()
+        if not any(self.parts.iterdir()):
+            self.parts.rmdir()
         return n
 
     def write_errors(self, errors: Iterable[dict[str, str]]) -> pd.DataFrame:

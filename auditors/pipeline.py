@@ -23,6 +23,7 @@ from auditors.errors import InputError
 from auditors.gallery import GalleryItem, top_k
 from auditors.geometry import Placement, placement_for, warp_image
 from auditors.imageio import content_hash, load_rgb
+from auditors.instances import INSTANCE_COLUMNS, instance_rows, top_instance_columns
 from auditors.metrics import region_metrics, upsample_maps
 from auditors.models import get_model, select_device
 from auditors.regions import Region
@@ -41,6 +42,7 @@ _ENGINE_LOCK = threading.Lock()
 class ChunkResult:
     rows: pd.DataFrame
     errors: list[dict[str, str]] = field(default_factory=list)
+    instances: pd.DataFrame | None = None
     gallery: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -63,8 +65,15 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
     cols.update(RegionBuilder.column_dtypes(cfg))
     for r in regions:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
+    if wants_instances(cfg):
+        cols.update({"text_top_instance": "Int64", "text_top_instance_mass": "float64", "text_top_instance_share": "float64"})
     cols.update(counterfactual_columns(cfg))
     return cols
+
+
+def wants_instances(cfg: AuditConfig) -> bool:
+    """Per-instance text rows are needed by the token stage."""
+    return cfg.regions.text.enabled and cfg.tokens.enabled
 
 
 def empty_rows(cfg: AuditConfig) -> pd.DataFrame:
@@ -240,8 +249,10 @@ def audit_chunk(
     size = tuple(cfg.model.input_size)
     errors: list[dict] = []
     records: list[dict] = []
+    instance_records: list[dict] = []
     gallery: list[GalleryItem] = []
     k = cfg.output.gallery_size
+    with_instances = wants_instances(cfg)
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
 
     for batch in chunked(entries, cfg.cam.batch_size):
@@ -292,6 +303,11 @@ def audit_chunk(
                 for name in ("mass", "area", "lift", "hit"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
             row.update(cf_cols[i])
+            if with_instances and "text" in per_image[i]:
+                inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
+                                     item.placement, maps[i], cfg.regions.text.min_score)
+                instance_records += inst
+                row.update(top_instance_columns(inst, row["text_mass"]))
             records.append(row)
         if k and rank_region is not None:
             j = regions.index(rank_region)
@@ -317,7 +333,10 @@ def audit_chunk(
     n_degenerate = int((rows["cam_status"] != "ok").sum())
     stats = {"n_ok": len(records), "n_failed": len(errors), "n_degenerate": n_degenerate}
     stats.update(builder.stats)
-    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats)
+    instances = None
+    if with_instances:
+        instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
+    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances)
 
 
 def sanity_check(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> dict:

@@ -75,7 +75,9 @@ def validate_tables(tables: dict[str, tuple[pd.DataFrame, list]]) -> dict[str, A
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # GX sets some module loggers to INFO explicitly (e.g. "Created temporary directory ...").
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     suites = {}

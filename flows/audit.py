@@ -26,13 +26,15 @@ from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
-from auditors.aggregate import aggregate, apply_gate, group_column
+from auditors.aggregate import aggregate, apply_gate
 from auditors.config import AuditConfig, config_from_dict
 from auditors.dataset import Entry, chunked
 from auditors.gallery import GalleryItem, top_k
 from auditors.outputs import RunFolder, new_run_id, write_json
 from auditors.plan import Plan, make_plan
-from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names, sanity_check
+from auditors.instances import INSTANCE_COLUMNS
+from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names, sanity_check, wants_instances
+from auditors.token_stage import TokenResult, analyse_tokens
 from auditors.progress import Progress
 from auditors.report import write_report
 from auditors.validation import images_expectations, manifest_expectations, validate_tables
@@ -66,7 +68,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 2
+CHUNK_FORMAT = 3
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -101,16 +103,48 @@ def sanity_task(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> di
     return sanity_check(entries, cfg, target_layer)
 
 
+@task(name="merge-tables")
+def merge_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
+    """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    n_rows = folder.merge_parts(empty_rows(cfg))
+    if wants_instances(cfg):
+        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
+        folder.merge_parts(empty, kind="instances", dest=folder.instances)
+    folder.write_errors(errors)
+    return n_rows
+
+
+@task(name="tokens")
+def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> TokenResult | None:
+    """Group text instances into recurring tokens, test the riskiest, flag; rewrite text_instances.parquet."""
+    if not wants_instances(cfg):
+        return None
+    instances = pd.read_parquet(folder.instances)
+    images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
+    result = analyse_tokens(cfg, instances, images, by, plan.classes, plan.target_layer)
+    instances.to_parquet(folder.instances, index=False)
+    return result
+
+
+def _token_failures(tokens: TokenResult | None) -> list[dict[str, Any]]:
+    if tokens is None:
+        return []
+    return [
+        {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
+         "lower": (t["effect_ci"] or [None])[0], "threshold": None}
+        for t in tokens.summary if t["flagged"]
+    ]
+
+
 @task(name="finalize")
 def finalize(
-    cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, errors: list[dict], gallery: list[GalleryItem],
-    stats: dict[str, int], sanity: dict[str, Any] | None, started: float,
+    cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
+    stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
 ) -> dict[str, Any]:
-    """Merge parts, aggregate, validate, gate; write summary.json, validation.json and report.html."""
+    """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
     regions = region_names(cfg)
-    n_rows = folder.merge_parts(empty_rows(cfg))
     images = pd.read_parquet(folder.images)
-    errors_df = folder.write_errors(errors)
+    errors_df = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
     manifest_df = pd.DataFrame({"path": [e.path for e in plan.index.entries], "label": [e.label for e in plan.index.entries]})
     validation = validate_tables(
         {
@@ -119,10 +153,13 @@ def finalize(
         }
     )
     write_json(folder.validation, validation)
-    by = group_column(images, plan.index.labelled)
     per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
     cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
     gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
+    token_failures = _token_failures(tokens)
+    if token_failures:
+        gate["passed"] = False
+        gate["failures"] += token_failures
     if not validation["success"]:
         gate["passed"] = False
         gate["failures"].append({"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0})
@@ -133,7 +170,7 @@ def finalize(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "camaudit_version": auditors.__version__,
         "config": cfg.public_dict(),
-        "n_images": int(n_rows),
+        "n_images": int(len(images)),
         "n_failed": int(len(errors_df)),
         "n_degenerate": int(stats.get("n_degenerate", 0)),
         "group_by": by,
@@ -149,7 +186,9 @@ def finalize(
         "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed,
                   "interval": "percentile bootstrap over images"},
         "sanity": sanity,
-        "timing": {"total_s": round(elapsed, 3), "images_per_s": round(n_rows / elapsed, 3) if elapsed > 0 else None},
+        "tokens": tokens.summary if tokens is not None else [],
+        "flagged_tokens": [t["token"] for t in tokens.summary if t["flagged"]] if tokens is not None else [],
+        "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
     }
     write_json(folder.summary, summary)
@@ -196,6 +235,8 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         nonlocal gallery
         result: ChunkResult = future.result()
         folder.write_part(index, result.rows)
+        if result.instances is not None:
+            folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)
         gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
         for k, v in result.stats.items():
@@ -210,7 +251,10 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         collect(*window.popleft())
     meter.close()
     sanity = sanity_task(plan.index.entries, cfg, plan.target_layer) if cfg.sanity.enabled else None
-    summary = finalize(cfg, plan, folder, run_id, errors, gallery, stats, sanity, started)
+    merge_tables(cfg, folder, errors)
+    by = "label" if plan.index.labelled else "pred"
+    tokens = tokens_task(cfg, plan, folder, by)
+    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
     _publish_artifact(summary, folder.report)
     return summary
 

@@ -1,0 +1,151 @@
+"""Token effects: remove only one token's instances (vs a matched placebo) and re-run the model.
+
+Runs after the whole dataset is grouped into tokens, on the riskiest few tokens only, with a
+bounded number of images each: its cost is independent of the dataset size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditors.config import AuditConfig
+from auditors.counterfactual import image_seed, plan_intervention
+from auditors.dataset import Entry, chunked
+from auditors.gallery import GalleryItem
+from auditors.geometry import polygons_to_mask, warp_points
+from auditors.instances import polygon_crop
+from auditors.metrics import upsample_maps
+from auditors.models import select_device
+from auditors.pipeline import engine_for, load_batch, to_input
+from auditors.stats import mean_ci
+
+__all__ = ["token_effect", "risk_score", "flag_tokens"]
+
+
+def _class_name(classes: list[str], i: int) -> str:
+    return classes[i] if 0 <= i < len(classes) else str(i)
+
+
+def token_effect(
+    token: str,
+    instances: pd.DataFrame,
+    labels: dict[str, str | None],
+    cfg: AuditConfig,
+    classes: list[str],
+    target_layer: str,
+    n_examples: int = 3,
+    n_crops: int = 4,
+) -> dict[str, Any]:
+    """Flip rates, confidence drops and effect (with interval) of removing ``token``.
+
+    ``instances``: the token's rows of text_instances (path, polygon). Returns statistics plus
+    example crops and gallery items (before/after) for the report.
+    """
+    tc = cfg.tokens
+    cf = cfg.counterfactual
+    device = select_device(cfg.cam.device)
+    engine = engine_for(cfg, target_layer, device)
+    paths = list(dict.fromkeys(instances["path"]))[: tc.max_effect_images]
+    polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
+    size = tuple(cfg.model.input_size)
+    effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
+    examples: list[GalleryItem] = []
+    crops: list[np.ndarray] = []
+    for batch in chunked([Entry(p, labels.get(p)) for p in paths], cfg.cam.batch_size):
+        loaded = load_batch(batch, Path(cfg.dataset.root), cfg, [])
+        plans, kept = [], []
+        for it in loaded:
+            model_polys = [warp_points(p, it.placement) for p in polys[it.path]]
+            mask = polygons_to_mask(model_polys, size)
+            if len(crops) < n_crops:
+                crops.append(polygon_crop(it.original, polys[it.path][0], pad=2))
+            plan = plan_intervention(it.model_view, mask, method=cf.method, radius=cf.radius, margin=cf.margin,
+                                     seed=image_seed(cf.seed, it.digest, token), tries=cf.placebo_tries)
+            if plan is not None:
+                plans.append((plan, model_polys))
+                kept.append(it)
+        if not kept:
+            continue
+        n = len(kept)
+        views = [it.model_view for it in kept] + [p.removed for p, _ in plans] + [p.placebo for p, _ in plans]
+        base = engine.compute(to_input(views[:n], cfg, device))
+        out = engine.compute(to_input(views[n:], cfg, device), base.targets.repeat(2))
+        pred = base.probs.argmax(1)
+        conf = base.probs.gather(1, pred[:, None])[:, 0]
+        after = out.probs.gather(1, pred.repeat(2)[:, None])[:, 0]
+        after_pred = out.probs.argmax(1)
+        maps = upsample_maps(base.maps, size)
+        for i, it in enumerate(kept):
+            dr, dp = float(conf[i] - after[i]), float(conf[i] - after[n + i])
+            drops_removed.append(dr)
+            drops_placebo.append(dp)
+            effects.append(dr - dp)
+            flips_removed.append(float(after_pred[i] != pred[i]))
+            flips_placebo.append(float(after_pred[n + i] != pred[i]))
+            if len(examples) < n_examples:
+                m = maps[i]
+                lo, hi = m.min(), m.max()
+                plan, model_polys = plans[i]
+                examples.append(
+                    GalleryItem(
+                        path=it.path, label=it.entry.label, pred=_class_name(classes, int(pred[i])),
+                        confidence=float(conf[i]), score=dr - dp, metrics={"token_effect": dr - dp},
+                        image=it.model_view,
+                        cam=((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(size, np.float32),
+                        regions={"token": plan.removed_mask}, text_polygons=model_polys,
+                        edits={
+                            "token_removed": {"image": plan.removed, "mask": plan.removed_mask,
+                                              "pred": _class_name(classes, int(after_pred[i])), "confidence": float(after[i])},
+                            "token_placebo": {"image": plan.placebo, "mask": plan.placebo_mask,
+                                              "pred": _class_name(classes, int(after_pred[n + i])), "confidence": float(after[n + i])},
+                        },
+                    )
+                )
+    eff = np.array(effects, float)
+    st = cfg.stats
+    return {
+        "n_tested": len(effects),
+        "flip_rate_removed": float(np.mean(flips_removed)) if flips_removed else None,
+        "flip_rate_placebo": float(np.mean(flips_placebo)) if flips_placebo else None,
+        "conf_drop_removed": float(np.mean(drops_removed)) if drops_removed else None,
+        "conf_drop_placebo": float(np.mean(drops_placebo)) if drops_placebo else None,
+        "effect": float(eff.mean()) if len(eff) else None,
+        "effect_ci": mean_ci(eff, st.bootstrap, st.ci, st.seed),
+        "examples": examples,
+        "crops": crops,
+    }
+
+
+def risk_score(row: pd.Series, n_images_total: int) -> float:
+    """Frequent x class-associated x attended x effective, each factor >= 0.
+
+    Association is -log10(p) of the one-sided Fisher test (capped at 10); attention is the
+    lift above uniform; effect the confidence drop beyond placebo.
+    """
+    assoc = min(10.0, -math.log10(max(row["p_value"], 1e-300))) if np.isfinite(row["p_value"]) else 0.0
+    attention = max(row["lift"] - 1.0, 0.0) if np.isfinite(row["lift"]) else 0.0
+    effect = row.get("effect")
+    effect = max(effect, 0.0) if effect is not None and np.isfinite(effect) else 0.0
+    frequency = math.log1p(row["n_images"]) / math.log1p(max(n_images_total, 1))
+    return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
+
+
+def flag_tokens(table: pd.DataFrame, cfg: AuditConfig) -> pd.Series:
+    """A token is flagged when class-associated and either over-attended or effective.
+
+    Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
+    exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
+    """
+    tc = cfg.tokens
+    assoc = table["p_value"] < tc.max_p_value
+    attended = table["lift"] > tc.max_lift
+    lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)
+    effective = lower > tc.max_effect
+    return (assoc & (attended | effective)) & (table["n_images"] >= tc.min_images)

@@ -1,0 +1,96 @@
+"""The token stage: group text instances into tokens, test the riskiest, flag, and summarise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from auditors.config import AuditConfig
+from auditors.gallery import GalleryItem
+from auditors.token_effects import flag_tokens, risk_score, token_effect
+from auditors.tokens import TokenSettings, assign_tokens, token_table
+
+__all__ = ["TokenResult", "analyse_tokens"]
+
+
+@dataclass
+class TokenResult:
+    table: pd.DataFrame  # every token on >= min_images images, ranked by risk
+    summary: list[dict[str, Any]]  # top N, JSON-ready
+    examples: dict[str, list[GalleryItem]] = field(default_factory=dict)
+    crops: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+def _settings(cfg: AuditConfig) -> TokenSettings:
+    t = cfg.tokens
+    return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
+
+
+def _ci(v: Any) -> list[float] | None:
+    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) else None
+
+
+def analyse_tokens(
+    cfg: AuditConfig, instances: pd.DataFrame, images: pd.DataFrame, group_by: str, classes: list[str], target_layer: str
+) -> TokenResult:
+    """Assign a ``token`` to every instance (in place) and build the ranked token table."""
+    s = _settings(cfg)
+    counted = instances[instances["is_text"].fillna(True).astype(bool)]
+    if counted.empty:
+        instances["token"] = pd.Series(dtype="string")
+        return TokenResult(pd.DataFrame(), [])
+    instances["token"] = pd.Series(pd.NA, index=instances.index, dtype="string")
+    instances.loc[counted.index, "token"] = assign_tokens(counted, s).astype("string")
+    ok_images = images[images["cam_status"] == "ok"]
+    table = token_table(instances.loc[counted.index].assign(token=instances.loc[counted.index, "token"]), ok_images, group_by, s)
+    if table.empty:
+        return TokenResult(table, [])
+    n_total = len(ok_images)
+    table["effect"] = np.nan
+    table["effect_ci"] = None
+    table["flip_rate_removed"] = np.nan
+    table["flip_rate_placebo"] = np.nan
+    table["n_tested"] = 0
+    table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
+    table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
+    examples: dict[str, list[GalleryItem]] = {}
+    crops: dict[str, list[np.ndarray]] = {}
+    labels = dict(zip(images["path"], images["label"]))
+    if cfg.counterfactual.enabled and cfg.tokens.effect_tokens > 0:
+        for i in table.index[: cfg.tokens.effect_tokens]:
+            token = table.at[i, "token"]
+            res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer)
+            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested"):
+                table.at[i, key] = res[key] if res[key] is not None else np.nan
+            table.at[i, "effect_ci"] = res["effect_ci"]
+            examples[token], crops[token] = res["examples"], res["crops"]
+        table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
+        table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
+    table["flagged"] = flag_tokens(table, cfg)
+    summary = [
+        {
+            "token": r.token,
+            "kind": r.token.split(":", 1)[0],
+            "example_text": r.example_text,
+            "n_images": int(r.n_images),
+            "n_instances": int(r.n_instances),
+            "top_class": r.top_class,
+            "class_share": float(r.class_share),
+            "class_shares": r.class_shares,
+            "p_value": float(r.p_value),
+            "mass": float(r.mass),
+            "area": float(r.area),
+            "lift": float(r.lift),
+            "effect": None if not np.isfinite(r.effect) else float(r.effect),
+            "effect_ci": _ci(r.effect_ci),
+            "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
+            "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
+            "risk": float(r.risk),
+            "flagged": bool(r.flagged),
+        }
+        for r in table.head(cfg.tokens.top_n).itertuples()
+    ]
+    return TokenResult(table, summary, examples, crops)
