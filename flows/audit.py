@@ -192,7 +192,11 @@ def finalize(
         "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
     }
     write_json(folder.summary, summary)
-    write_report(folder.dir, summary, images, gallery, validation, errors_df)
+    write_report(
+        folder.dir, summary, images, gallery, validation, errors_df,
+        token_examples=tokens.examples if tokens is not None else None,
+        token_crops=tokens.crops if tokens is not None else None,
+    )
     return summary
 
 
