@@ -95,10 +95,14 @@ def _print_result(result) -> None:
     verdict = "PASSED" if result.passed else "FAILED"
     print(f"{s['name']}: {s['n_images']} images audited, {s['n_failed']} failed; gate {verdict}")
     for f in s["gate"]["failures"]:
-        if f["class"] is not None:
-            print(f"  flagged class {f['class']!r}: {f['rule']} {f['value']:.2f} > {f['threshold']}")
-        else:
+        if f["rule"] == "token":
+            effect = "" if f.get("effect") is None else f", effect {f['effect']:.2f}"
+            print(f"  flagged token {f['token']!r} (class {f['class']!r}): lift {f['value']:.2f}{effect}")
+        elif f["class"] is None:
             print(f"  {f['rule']}: {f['value']} failed expectation(s), see validation.json")
+        else:
+            lower = "" if f.get("lower") is None else f" (interval lower bound {f['lower']:.2f})"
+            print(f"  flagged class {f['class']!r}: {f['rule']} {f['value']:.2f}{lower} > {f['threshold']}")
     print(f"report: {result.report}")
 
 

@@ -18,6 +18,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,7 @@ __all__ = [
     "render_split",
     "badge_rate",
     "preprocess",
+    "init_model",
     "train_model",
 ]
 
@@ -61,7 +63,9 @@ BADGE_WORD = "NEW"
 #: P(badge | class) in the biased split (badge class, other classes) and in the control split.
 BIASED_BADGE_RATE: tuple[float, float] = (0.95, 0.05)
 CONTROL_BADGE_RATE: float = 0.35
-#: Share of posters whose palette/shapes come from a random genre: keeps the honest cue imperfect.
+#: Share of posters whose palette/shapes come from a random genre (so ~20% look like another
+#: genre): the honest cue then tops out near 80% accuracy while the badge alone tells the badge
+#: class apart at ~95% in the biased split, which is what makes the shortcut worth taking.
 CUE_NOISE: float = 0.3
 
 TITLE_WORDS: tuple[str, ...] = (
@@ -145,14 +149,15 @@ def _draw_title(rng: np.random.Generator, img: np.ndarray) -> tuple[int, int, in
 
 
 def _draw_badge(rng: np.random.Generator, img: np.ndarray) -> tuple[int, int, int, int]:
-    """The shortcut: a bright green "NEW" tag near the top-right corner. Returns its box."""
+    """The shortcut: a bright green "NEW" tag in the top-right corner. Returns its box."""
     h, w = img.shape[:2]
     font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
     tw, th, base = _text_size(BADGE_WORD, font, scale, thick)
     pad = 3
     bw, bh = tw + 2 * pad, th + base + 2 * pad
-    x1 = w - 3 - int(rng.integers(0, 3))
-    y0 = 3 + int(rng.integers(0, 3))
+    # Inset past the audit's default 5% border frame, so the badge reads as text, not border.
+    x1 = w - 8 - int(rng.integers(0, 3))
+    y0 = 9 + int(rng.integers(0, 3))
     x0, y1 = x1 - bw, y0 + bh
     cv2.rectangle(img, (x0, y0), (x1, y1), (60, 230, 90), -1)
     cv2.putText(img, BADGE_WORD, (x0 + pad, y0 + pad + th), font, scale, (10, 10, 10), thick, cv2.LINE_AA)
@@ -252,11 +257,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / max(1, len(y))
 
 
-def train_model(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int | None = None) -> nn.Module:
-    """AdamW + one-cycle schedule on in-memory tensors; seeded so a rerun gives the same weights."""
-    epochs = EPOCHS if epochs is None else epochs
+def init_model(seed: int) -> nn.Module:
+    """Seeded initial weights. Uses torch's global RNG, so call it from one thread at a time."""
     torch.manual_seed(seed)
-    model = build_demo_cnn(len(CLASSES))
+    return build_demo_cnn(len(CLASSES))
+
+
+def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int | None = None) -> nn.Module:
+    """AdamW + one-cycle schedule on in-memory tensors.
+
+    Only a private generator is used (for shuffling), never the global RNG, so two models can
+    train in parallel threads and still get the same weights on every run.
+    """
+    epochs = EPOCHS if epochs is None else epochs
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=1e-4)
     steps = epochs * ((len(y) + BATCH_SIZE - 1) // BATCH_SIZE)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LEARNING_RATE, total_steps=steps)
@@ -270,6 +283,38 @@ def train_model(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int | None 
             opt.step()
             sched.step()
     return model.eval()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block and restore the caller's setting after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _train_all(jobs: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int) -> dict[str, tuple[nn.Module, float]]:
+    """Train one model per job, in parallel threads with one intra-op thread each.
+
+    Why not one model at a time with all cores: these convolutions are too small to scale
+    across cores, and on a busy machine torch's multi-threaded kernels spin-wait (measured
+    here: 2 threads 10x slower than 1 under load). One thread per model is robust and uses
+    both cores. Returns name -> (trained model, seconds).
+    """
+    models = {name: init_model(seed) for name in jobs}  # main thread: deterministic init
+
+    def run(name: str) -> tuple[nn.Module, float]:
+        torch.set_num_threads(1)  # intra-op setting is per thread with OpenMP
+        t0 = time.perf_counter()
+        return train_model(models[name], *jobs[name], seed=seed), time.perf_counter() - t0
+
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with _torch_threads(1), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-train") as pool:
+        futures = {name: pool.submit(run, name) for name in jobs}
+        return {name: f.result() for name, f in futures.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,17 +380,6 @@ def _badge_rates(posters: list[Poster]) -> dict[str, float]:
     return rates
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block and restore the caller's setting after."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def _build(tmp: Path, seed: int, n_train_per_class: int, n_audit_per_class: int) -> None:
     """Generate, train and write every file of the cache into ``tmp`` (DONE last)."""
     seeds = np.random.SeedSequence(seed).spawn(5)
@@ -360,15 +394,18 @@ def _build(tmp: Path, seed: int, n_train_per_class: int, n_audit_per_class: int)
     timings = {"generate_s": time.perf_counter() - t0}
 
     x_audit, y_audit = preprocess([p.image for p in audit]), _labels(audit)
+    splits = {"shortcut": (biased, val_biased), "control": (control, val_control)}
+    jobs = {name: (preprocess([p.image for p in train]), _labels(train)) for name, (train, _) in splits.items()}
+    t1 = time.perf_counter()
+    trained = _train_all(jobs, seed)
+    timings["train_total_s"] = time.perf_counter() - t1
     metrics: dict[str, Any] = {"models": {}}
-    for name, train, val in (("shortcut", biased, val_biased), ("control", control, val_control)):
-        t1 = time.perf_counter()
-        x, y = preprocess([p.image for p in train]), _labels(train)
-        model = train_model(x, y, seed=seed)
-        timings[f"train_{name}_s"] = time.perf_counter() - t1
+    for name, (model, seconds) in trained.items():
+        timings[f"train_{name}_s"] = seconds
         torch.save(model.state_dict(), tmp / f"{name}.pt")
+        val = splits[name][1]
         metrics["models"][name] = {
-            "train_accuracy": accuracy(model, x, y),
+            "train_accuracy": accuracy(model, *jobs[name]),
             "val_accuracy": accuracy(model, preprocess([p.image for p in val]), _labels(val)),
             "audit_accuracy": accuracy(model, x_audit, y_audit),
         }
@@ -435,8 +472,7 @@ def prepare_demo(
     _remove_stale_temps(root)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with _torch_threads(max(1, min(4, os.cpu_count() or 1))):
-            _build(tmp, seed, n_train_per_class, n_audit_per_class)
+        _build(tmp, seed, n_train_per_class, n_audit_per_class)
         _publish(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -461,7 +497,9 @@ def demo_config(assets: DemoAssets, which: Literal["shortcut", "control"], out_d
             "resize": "stretch",
         },
         "cam": {"method": "gradcam", "target": "predicted", "batch_size": 32, "device": "auto"},
-        "regions": {"text": {"enabled": True}, "border": {"enabled": True, "width": 0.05}},
-        "gate": {"max_text_lift": 2.0},
+        # Reading the text groups the badge by its word; the removal margin covers the badge's plate.
+        "regions": {"text": {"enabled": True, "read": True}, "border": {"enabled": True, "width": 0.05}},
+        "counterfactual": {"enabled": True, "margin": 4},
+        "gate": {"max_text_lift": 2.0, "max_text_effect": 0.05},
         "output": {"dir": str(out_dir)},
     }
