@@ -98,7 +98,8 @@ def test_second_run_reuses_chunks_and_text_regions(poster_folder, tmp_path):
     b = pd.read_parquet(second.run_dir / "images.parquet")
     pd.testing.assert_frame_equal(a, b)
     other_model = run_audit(_config(poster_folder, tmp_path, cam={"method": "gradcampp"}))
-    assert other_model.summary["text_detection"] == {"text_detected": 0, "text_cached": 12}, "OCR must not run again"
+    detection = other_model.summary["text_detection"]
+    assert (detection["text_detected"], detection["text_cached"]) == (0, 12), "OCR must not run again"
 
 
 def test_cli_exit_codes(poster_folder, tmp_path, capsys):
@@ -121,3 +122,26 @@ def test_cli_exit_codes(poster_folder, tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["run", str(path), "--set", "model.classes=[a, b]"]) == 2
     assert "model.classes" in capsys.readouterr().err
+
+
+def test_counterfactuals_tokens_and_instances_in_the_outputs(poster_folder, tmp_path):
+    cfg = _config(poster_folder, tmp_path, counterfactual={"enabled": True}, sanity={"n_images": 4})
+    result = run_audit(cfg)
+    images = pd.read_parquet(result.run_dir / "images.parquet")
+    edited = images[images["text_removed_conf"].notna()]
+    assert len(edited) == 12, "every poster has text, so every poster is edited"
+    np.testing.assert_allclose(edited["text_effect"], edited["text_placebo_conf"] - edited["text_removed_conf"])
+    assert edited["text_placebo_overlap"].eq(0).all(), "small words leave room for a disjoint placebo"
+    s = result.summary
+    for stats in s["classes"].values():
+        assert stats["n_text_edited"] == 4 and stats["text_effect_ci"] is not None
+        assert stats["flip_rate_text_removed"] is not None and stats["flip_rate_placebo"] is not None
+        assert set(stats["accuracy"]) == {"original", "text_removed", "text_placebo", "text_gap"}
+    assert s["sanity"]["n_images"] == 4 and s["sanity"]["model_sensitive"] in (True, False)
+    inst = pd.read_parquet(result.run_dir / "text_instances.parquet")
+    assert set(inst["path"]) == set(images["path"]) and inst["token"].notna().any()
+    per_image = inst.groupby("path")["mass"].max()
+    np.testing.assert_allclose(images.set_index("path").loc[per_image.index, "text_top_instance_mass"], per_image)
+    # each class prints its own word on all of its 4 posters: 3 class-specific tokens
+    assert len(s["tokens"]) == 3 and {t["top_class"] for t in s["tokens"]} == {"alpha", "beta", "gamma"}
+    assert all(t["class_share"] == 1.0 and t["n_images"] == 4 for t in s["tokens"])
