@@ -45,7 +45,9 @@ def test_text_effect_separates_shortcut_from_control(demo_runs):
     assert s["flip_rate_text_removed"] > s["flip_rate_placebo"] + 0.2, s
     c = control.summary["classes"][BADGE_CLASS]
     lo, hi = c["text_effect_ci"]
-    assert lo <= 0.05, c
+    # No evidence that the control needs the text: the interval does not reach the 0.05 threshold
+    # and starts at or below zero (measured: slightly negative, the placebo costs a bit more).
+    assert lo <= 0 and hi < 0.05, c
     assert c["flip_rate_text_removed"] < s["flip_rate_text_removed"]
     images = pd.read_parquet(shortcut.run_dir / "images.parquet")
     assert {"text_removed_pred", "text_placebo_pred", "text_effect", "text_placebo_overlap"} <= set(images.columns)
