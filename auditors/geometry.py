@@ -13,7 +13,17 @@ from typing import Literal
 import cv2
 import numpy as np
 
-__all__ = ["Placement", "placement_for", "warp_image", "warp_mask", "warp_points", "polygons_to_mask"]
+__all__ = [
+    "Placement",
+    "placement_for",
+    "warp_image",
+    "warp_mask",
+    "warp_points",
+    "polygons_to_mask",
+    "image_area_mask",
+    "xywh_to_polygon",
+    "clip_polygon",
+]
 
 ResizeMode = Literal["stretch", "center_crop", "letterbox"]
 
@@ -99,14 +109,90 @@ def warp_points(points: np.ndarray, p: Placement) -> np.ndarray:
 def polygons_to_mask(polygons: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     """Rasterise polygons (each (K, 2) x/y in pixel-edge coordinates) to a boolean HxW mask.
 
-    Pixel (i, j) covers [j, j+1) x [i, i+1); it is in the mask when its centre is inside.
+    Pixel (i, j) covers [j, j+1) x [i, i+1); it is in the mask when its centre is inside
+    (half-open on the right and bottom edges, so a 40 x 20 box covers exactly 800 pixels).
+    Own scan-line fill rather than ``cv2.fillPoly``, whose boundary rule changed between
+    OpenCV 4 and 5 (5 also fills pixels whose centres lie on or just past the edge).
     """
     h, w = hw
-    mask = np.zeros((h, w), dtype=np.uint8)
-    if polygons:
-        # cv2 samples at integer coordinates, so shift by half a pixel to test pixel centres;
-        # fixed-point (shift=4) keeps sub-pixel precision.
-        pts = [np.round((np.asarray(poly, dtype=np.float64) - 0.5) * 16).astype(np.int32) for poly in polygons if len(poly) >= 3]
-        if pts:
-            cv2.fillPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=4)
-    return mask.astype(bool)
+    mask = np.zeros((h, w), dtype=bool)
+    for poly in polygons:
+        _fill(mask, np.asarray(poly, dtype=np.float64).reshape(-1, 2))
+    return mask
+
+
+def _fill(mask: np.ndarray, p: np.ndarray) -> None:
+    """OR one polygon into ``mask`` (even-odd rule, pixel centres)."""
+    h, w = mask.shape
+    if len(p) < 3 or not np.isfinite(p).all():
+        return
+    r0 = max(int(np.ceil(p[:, 1].min() - 0.5)), 0)
+    r1 = min(int(np.ceil(p[:, 1].max() - 0.5)), h)
+    if r1 <= r0:
+        return
+    yc = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+    a, b = p, np.roll(p, -1, axis=0)
+    lo, hi = np.minimum(a[:, 1], b[:, 1]), np.maximum(a[:, 1], b[:, 1])
+    crosses = (yc >= lo) & (yc < hi)  # half-open: a vertex on the scan line counts once
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs = a[:, 0] + (yc - a[:, 1]) / (b[:, 1] - a[:, 1]) * (b[:, 0] - a[:, 0])
+    xs = np.sort(np.where(crosses, xs, np.inf), axis=1)
+    c_lo = max(int(np.floor(p[:, 0].min())), 0)
+    c_hi = min(int(np.ceil(p[:, 0].max())) + 1, w)
+    if c_hi <= c_lo:
+        return
+    diff = np.zeros((r1 - r0, c_hi - c_lo + 1), np.int32)
+    rows = np.arange(r1 - r0)
+    for k in range(0, xs.shape[1] - 1, 2):
+        left, right = xs[:, k], xs[:, k + 1]
+        ok = np.isfinite(left) & np.isfinite(right)
+        # centre j + 0.5 in [left, right)  <=>  ceil(left - 0.5) <= j < ceil(right - 0.5)
+        j0 = np.clip(np.ceil(left[ok] - 0.5), c_lo, c_hi).astype(np.int64) - c_lo
+        j1 = np.clip(np.ceil(right[ok] - 0.5), c_lo, c_hi).astype(np.int64) - c_lo
+        np.add.at(diff, (rows[ok], j0), 1)
+        np.add.at(diff, (rows[ok], j1), -1)
+    mask[r0:r1, c_lo:c_hi] |= np.cumsum(diff[:, :-1], axis=1) > 0
+
+
+def image_area_mask(p: Placement) -> np.ndarray:
+    """Model-input pixels that show the image (False on letterbox padding)."""
+    out = np.zeros((p.out_h, p.out_w), bool)
+    y0, x0 = max(p.ty, 0), max(p.tx, 0)
+    out[y0 : max(min(p.ty + p.scaled_h, p.out_h), y0), x0 : max(min(p.tx + p.scaled_w, p.out_w), x0)] = True
+    return out
+
+
+def xywh_to_polygon(box: tuple[float, float, float, float] | list[float]) -> np.ndarray:
+    """COCO ``[x, y, width, height]`` (pixel-edge coordinates) -> (4, 2) corner polygon."""
+    x, y, w, h = (float(v) for v in box)
+    return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], dtype=np.float64)
+
+
+def clip_polygon(poly: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Clip a convex polygon to the image rectangle [0, width] x [0, height] (Sutherland-Hodgman).
+
+    Clamping vertices instead would move a rotated box's corners along the edges and change
+    its shape; clipping keeps exactly the part inside. Returns an empty (0, 2) array when
+    nothing is inside.
+    """
+    pts = [tuple(map(float, p)) for p in np.asarray(poly, dtype=np.float64).reshape(-1, 2)]
+    for axis, limit, keep_below in ((0, 0.0, False), (0, float(width), True), (1, 0.0, False), (1, float(height), True)):
+        if not pts:
+            break
+        inside = (lambda q: q[axis] <= limit) if keep_below else (lambda q: q[axis] >= limit)
+        out = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            if inside(cur):
+                if not inside(prev):
+                    out.append(_cross(prev, cur, axis, limit))
+                out.append(cur)
+            elif inside(prev):
+                out.append(_cross(prev, cur, axis, limit))
+        pts = out
+    return np.array(pts, dtype=np.float64).reshape(-1, 2)
+
+
+def _cross(a: tuple[float, float], b: tuple[float, float], axis: int, limit: float) -> tuple[float, float]:
+    t = (limit - a[axis]) / (b[axis] - a[axis])
+    return (a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]))

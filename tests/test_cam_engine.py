@@ -58,6 +58,16 @@ class TinyGap(nn.Module):
         return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: with 2 threads every op is a parallel region, and on a machine shared
+    with other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _frozen(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
@@ -212,7 +222,7 @@ def test_cam_not_applicable_is_a_clear_error(vgg, resnet18):
 
 
 # ------------------------------------------------------------------ targets, top-k
-def test_topk_in_one_pass_equals_separate_calls(resnet18, vgg, x112, x64, monkeypatch):
+def test_topk_in_one_pass_equals_separate_calls(resnet18, vgg, x64, monkeypatch):
     calls = []
     real_grad = torch.autograd.grad
 
@@ -384,7 +394,6 @@ def test_memory_flat_over_many_batches(gradient):
 
 
 # ------------------------------------------------------------------ token models
-@pytest.mark.slow
 def test_vit_b_16_auto_detect_and_matches_pytorch_grad_cam():
     import pytorch_grad_cam
 
@@ -397,6 +406,10 @@ def test_vit_b_16_auto_detect_and_matches_pytorch_grad_cam():
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5))
     ours = engine.compute(x)
     assert ours.maps.shape == (1, 14, 14) and not ours.degenerate.any()
+    # top-k through the token transform (batched gradients carry an extra leading dim)
+    top = engine.compute_topk(x, 2)
+    assert top.maps.shape == (1, 2, 14, 14) and int(top.classes[0, 0]) == int(ours.targets[0])
+    torch.testing.assert_close(top.maps[:, 0], ours.maps, rtol=1e-5, atol=1e-7)
     assert all(p.grad is None for p in model.parameters())
 
     layer = model.encoder.layers[-1].ln_1

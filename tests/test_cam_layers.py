@@ -19,6 +19,16 @@ from auditors.cam import (
 from auditors.errors import ConfigError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: with 2 threads every op is a parallel region, and on a machine shared
+    with other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class ConvGapLinear(nn.Module):
     """Last conv feeds a functional global average pool and a linear layer."""
 
@@ -98,7 +108,6 @@ def test_vit_reshape_transform_layout():
     assert nhwc_to_nchw(torch.zeros(2, 5, 6, 7)).shape == (2, 7, 5, 6)
 
 
-@pytest.mark.slow
 def test_head_detection_on_torchvision_models():
     """Closed form exactly where the head is GAP + Linear; autograd where anything sits between."""
     expect = {

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from auditors.geometry import placement_for, polygons_to_mask, warp_image, warp_mask, warp_points
+from auditors.geometry import (
+    clip_polygon,
+    image_area_mask,
+    placement_for,
+    polygons_to_mask,
+    warp_image,
+    warp_mask,
+    warp_points,
+    xywh_to_polygon,
+)
 from auditors.regions import Region, border_region
 
 
@@ -66,3 +75,73 @@ def test_dilation_grows_the_mask():
     p = placement_for((10, 10), (10, 10))
     r = Region("t", polygons=[_box(4, 4, 6, 6)])
     assert r.model_mask(p).sum() == 4 and r.model_mask(p, dilation=1).sum() == 16
+
+
+# --- user masks and manifest boxes follow the same mapping --------------------------------
+
+MODES = ["stretch", "center_crop", "letterbox"]
+
+
+def _painted(mode):
+    """A non-square grey image with a white rectangle, and where the model sees white."""
+    img = np.full((240, 160, 3), 100, np.uint8)
+    img[60:180, 40:120] = 255
+    p = placement_for(img.shape[:2], (96, 96), mode)
+    return img, p, warp_image(img, p)[..., 0] > 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_user_mask_maps_like_the_pixels(mode):
+    img, p, white = _painted(mode)
+    mask = np.zeros(img.shape[:2], bool)
+    mask[60:180, 40:120] = True
+    got = Region("wm", mask=mask).model_mask(p)
+    assert (got != white).sum() <= 0.06 * white.sum(), "raster mask and pixels land on the same model pixels"
+    assert not (got & ~image_area_mask(p)).any()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_manifest_box_maps_like_the_pixels(mode):
+    img, p, white = _painted(mode)
+    got = Region("logo", polygons=[xywh_to_polygon([40, 60, 80, 120])]).model_mask(p)
+    assert (got != white).sum() <= 0.06 * white.sum()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_low_resolution_mask_is_stretched_over_the_image(mode):
+    img, p, white = _painted(mode)
+    small = np.zeros((24, 16), bool)  # 1/10 of the image, same aspect ratio
+    small[6:18, 4:12] = True
+    got = Region("wm", mask=small).model_mask(p)
+    assert (got != white).sum() <= 0.06 * white.sum()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_complement_is_the_image_minus_the_region_never_the_padding(mode):
+    img, p, white = _painted(mode)
+    bg = Region("background", polygons=[xywh_to_polygon([40, 60, 80, 120])], complement=True).model_mask(p)
+    fg = Region("fg", polygons=[xywh_to_polygon([40, 60, 80, 120])]).model_mask(p)
+    area = image_area_mask(p)
+    assert not (bg & fg).any() and ((bg | fg) == area).all()
+    if mode == "letterbox":
+        assert not area.all() and not bg[:, : p.tx].any(), "letterbox padding is no region"
+
+
+def test_clip_polygon_keeps_the_inside_part():
+    inside = clip_polygon(_box(-10, -10, 20, 30), 100, 100)
+    assert polygons_to_mask([inside], (100, 100)).sum() == 20 * 30
+    diamond = np.array([[50, -20], [120, 50], [50, 120], [-20, 50]], float)  # rotated box over every edge
+    clipped = clip_polygon(diamond, 100, 100)
+    assert len(clipped) == 8 and clipped.min() >= 0 and clipped.max() <= 100
+    assert len(clip_polygon(_box(200, 200, 300, 300), 100, 100)) == 0
+
+
+def test_rasteriser_is_half_open_and_handles_rotated_and_degenerate_polygons():
+    assert polygons_to_mask([_box(2.5, 2.5, 3.5, 3.5)], (6, 6)).sum() == 1  # centre (3,3)+0.5 inside
+    assert polygons_to_mask([_box(0, 0, 6, 6)], (6, 6)).all()
+    assert polygons_to_mask([_box(1, 1, 1, 5)], (6, 6)).sum() == 0  # zero width
+    assert polygons_to_mask([np.array([[0, 0], [5, 5]], float)], (6, 6)).sum() == 0  # not a polygon
+    tri = polygons_to_mask([np.array([[0, 0], [10, 0], [0, 10]], float)], (10, 10))
+    assert tri.sum() == 45 and tri[0, 8] and not tri[0, 9], "centres on the hypotenuse are outside (half-open)"
+    rot = np.array([[50, 10], [90, 50], [50, 90], [10, 50]], float)  # diamond of area 3200
+    assert abs(int(polygons_to_mask([rot], (100, 100)).sum()) - 3200) <= 80

@@ -184,7 +184,7 @@ class CamEngine:
 
     @property
     def gradient_source(self) -> str:
-        """"analytic" (closed-form head, no autograd) or "autograd"."""
+        """Where gradients come from: "analytic" (verified closed-form head, no autograd) or "autograd"."""
         return "analytic" if self.head is not None else "autograd"
 
     def __repr__(self) -> str:
@@ -297,7 +297,7 @@ class CamEngine:
             with self._autocast():
                 out = self.model(x)
             act = cap.get()
-        # Outside inference mode from here: results are ordinary tensors the caller may modify.
+        # Past our inference_mode block: results are ordinary tensors the caller may modify in place.
         logits = out.float().clone()
         classes = pick(logits)
         a = self._to_nchw(act, 0).float()

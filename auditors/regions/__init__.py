@@ -4,9 +4,9 @@ Every provider returns :class:`Region` objects in *original-image* coordinates; 
 maps them through the same :class:`~auditors.geometry.Placement` the model input went through.
 """
 
-from auditors.regions.base import Region
+from auditors.regions.base import Region, RegionFailure
 from auditors.regions.border import border_region
 from auditors.regions.cache import RegionCache
 from auditors.regions.text import TextDetector
 
-__all__ = ["Region", "border_region", "RegionCache", "TextDetector"]
+__all__ = ["Region", "RegionFailure", "border_region", "RegionCache", "TextDetector"]

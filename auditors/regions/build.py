@@ -2,23 +2,47 @@
 
 The one place that knows which providers a config enables and in which column order; the
 pipeline asks it for regions and never names a provider itself.
+
+Per-image failures (an unreadable mask file, a box outside the image, a detector error on
+one image) never raise: the region comes back as ``Region.failed(name, reason)``, its mask
+is empty, :meth:`RegionBuilder.errors` lists it for errors.csv and :meth:`RegionBuilder.failed`
+tells the caller which metrics to report as missing (NaN) instead of 0.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from auditors.config import AuditConfig
+from auditors.errors import ConfigError
 from auditors.geometry import Placement
-from auditors.regions.base import Region
+from auditors.regions.background import BackgroundProvider
+from auditors.regions.base import Region, RegionFailure
 from auditors.regions.border import border_region
 from auditors.regions.cache import RegionCache
+from auditors.regions.manifest import ManifestRows, manifest_columns, rows_from_frame
+from auditors.regions.masks import MaskSource
+from auditors.regions.overlap import overlap_pairs, overlap_values, priority_order, resolve_exclusive
 from auditors.regions.text import TextDetector
 
-__all__ = ["RegionBuilder", "region_names", "ImageItem"]
+__all__ = [
+    "RegionBuilder",
+    "region_names",
+    "region_sources",
+    "region_inputs_fingerprint",
+    "manifest_columns_for",
+    "chunk_manifest_rows",
+    "check_region_inputs",
+    "ImageItem",
+]
 
 
 class ImageItem(Protocol):
@@ -33,67 +57,259 @@ class ImageItem(Protocol):
 
 
 def region_names(cfg: AuditConfig) -> list[str]:
-    """Enabled regions, in column order."""
-    names = []
-    if cfg.regions.text.enabled:
-        names.append("text")
-    if cfg.regions.border.enabled:
-        names.append("border")
-    return names
+    """Enabled regions, in column order: text, border, background, then custom regions."""
+    return cfg.regions.enabled_names()
+
+
+def manifest_columns_for(cfg: AuditConfig) -> list[str]:
+    """Manifest columns the enabled region sources read (pass only these to the builder)."""
+    rc = cfg.regions
+    sources = [rc.background] if rc.background.enabled else []
+    sources += list(rc.custom.values())
+    return sorted({s.column for s in sources if s.source in ("manifest_mask", "manifest_boxes") and s.column})
+
+
+def region_sources(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
+    """``name -> {"source", "from", "heuristic", ...}`` for summary.json, from the config alone."""
+    rc = cfg.regions
+    out: dict[str, dict[str, Any]] = {}
+    for name in region_names(cfg):
+        if name == "text":
+            t = rc.text
+            out[name] = {"source": "easyocr-craft", "from": f"EasyOCR CRAFT detector, canvas {t.canvas_size}, "
+                         f"min_score {t.min_score}" + (", with recognition" if t.read else ""), "heuristic": False}
+        elif name == "border":
+            out[name] = {"source": "frame", "from": f"outer {rc.border.width:.0%} of width and height", "heuristic": False}
+        else:
+            c = rc.background if name == "background" else rc.custom[name]
+            if c.source == "grabcut":
+                out[name] = {"source": "grabcut", "heuristic": True,
+                             "from": f"complement of an OpenCV GrabCut foreground from a centred rectangle "
+                                     f"(margin {c.grabcut_margin}); a guess, not ground truth"}
+            else:
+                where = str(c.masks_dir) if c.source == "masks" else f"dataset.manifest column {c.column!r}"
+                out[name] = {"source": c.source, "from": where, "heuristic": False}
+            if name == "background":
+                out[name]["complement_of_foreground"] = True
+    if rc.exclusive:
+        order = priority_order(region_names(cfg), rc.priority)
+        for i, name in enumerate(order):
+            out[name]["exclusive_rank"] = i
+    return out
 
 
 class RegionBuilder:
-    """Regions for images of one audit. ``stats`` counts detector work (cache hits vs runs)."""
+    """Regions for images of one audit.
 
-    def __init__(self, cfg: AuditConfig, cache_path: Path | None = None, use_gpu: bool = False):
+    ``manifest``: the manifest rows region sources may read, as a DataFrame or a mapping
+    ``path -> {column: value}`` (only this chunk's paths and :func:`manifest_columns_for`
+    columns are needed). When omitted, ``cfg.dataset.manifest`` is read once per process.
+    ``stats`` counts provider work (detector runs vs cache hits, failures).
+    """
+
+    def __init__(
+        self,
+        cfg: AuditConfig,
+        cache_path: Path | None = None,
+        use_gpu: bool = False,
+        manifest: pd.DataFrame | ManifestRows | None = None,
+    ):
         self.cfg = cfg
         self.names = region_names(cfg)
-        self.detector = None
-        if cfg.regions.text.enabled:
-            cache = RegionCache(cache_path) if cache_path is not None else None
-            self.detector = TextDetector(cfg.regions.text, cache, use_gpu=use_gpu)
+        rc = cfg.regions
+        needs_cache = rc.text.enabled or (rc.background.enabled and rc.background.source == "grabcut")
+        self.cache = RegionCache(cache_path) if cache_path is not None and needs_cache else None
+        self.detector = TextDetector(rc.text, self.cache, use_gpu=use_gpu) if rc.text.enabled else None
+        root = Path(cfg.dataset.root)
+        self._rows = _rows_loader(cfg, manifest)
+        self.background = BackgroundProvider(rc.background, root, self._rows, self.cache) if rc.background.enabled else None
+        self.custom = {n: MaskSource(n, f"regions.custom.{n}", c, root, self._rows) for n, c in rc.custom.items()}
+        self.order = priority_order(self.names, rc.priority)
+        self._n_failed = 0
+        self._overlap_for: list | None = None
+        self._overlaps: list[dict[str, float]] | None = None
 
     @property
     def stats(self) -> dict[str, int]:
-        return {f"text_{k}": v for k, v in self.detector.stats.items()} if self.detector else {}
+        out: dict[str, int] = {}
+        if self.detector is not None:  # text failures are counted in region_errors
+            out.update({f"text_{k}": v for k, v in self.detector.stats.items() if k != "failed"})
+        if self.background is not None and self.background.heuristic:
+            out.update({f"background_{k}": v for k, v in self.background.stats.items()})
+        out["region_errors"] = self._n_failed
+        return out
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Where each region comes from and whether it is a heuristic (summary.json ``region_sources``)."""
+        return region_sources(self.cfg)
 
     def build(self, items: list[ImageItem]) -> list[dict[str, Region]]:
-        """One ``name -> Region`` dict per image, in original-image coordinates."""
-        out: list[dict[str, Region]] = [{} for _ in items]
+        """One ``name -> Region`` dict per image (keys in :attr:`names` order), original coordinates."""
+        found: dict[str, list[Region]] = {}
+        images = [it.original for it in items]
         if self.detector is not None:
-            texts = self.detector.detect([it.original for it in items], [it.digest for it in items])
-            for regs, t in zip(out, texts, strict=True):
-                regs["text"] = t
+            found["text"] = self.detector.detect(images, [it.digest for it in items])
         if self.cfg.regions.border.enabled:
-            for regs, it in zip(out, items, strict=True):
-                h, w = it.original.shape[:2]
-                regs["border"] = border_region(h, w, self.cfg.regions.border.width)
+            w = self.cfg.regions.border.width
+            found["border"] = [border_region(*img.shape[:2], w) for img in images]
+        if self.background is not None:
+            found["background"] = self.background.regions(images, [it.path for it in items], [it.digest for it in items])
+        for name, src in self.custom.items():
+            found[name] = [_guarded(name, lambda it=it, src=src: src.region(it.path, it.original.shape[:2])) for it in items]
+        out = [{name: found[name][i] for name in self.names} for i in range(len(items))]
+        self._n_failed += sum(r.is_failed for regs in out for r in regs.values())
         return out
+
+    def errors(self, regions: list[dict[str, Region]], items: list[ImageItem]) -> list[dict[str, str]]:
+        """errors.csv rows ``{path, stage: "regions", reason}``, one per failed region of an image."""
+        return [
+            {"path": it.path, "stage": "regions", "reason": f"region {name!r}: {r.error}"}
+            for regs, it in zip(regions, items, strict=True)
+            for name, r in regs.items()
+            if r.is_failed
+        ]
+
+    def failed(self, regions: list[dict[str, Region]]) -> np.ndarray:
+        """(B, R) bool, R in :attr:`names` order: True where a region could not be built (report NaN)."""
+        return np.array([[regs[n].is_failed for n in self.names] for regs in regions], bool).reshape(len(regions), len(self.names))
 
     @staticmethod
     def column_dtypes(cfg: AuditConfig) -> dict[str, str]:
         """Per-image columns (besides <region>_mass/_area/_lift/_hit) that regions add to images.parquet."""
-        cols = {}
-        if cfg.regions.text.enabled:
+        cols: dict[str, str] = {}
+        rc = cfg.regions
+        if rc.text.enabled:
             cols["n_text_boxes"] = "Int64"
+            if rc.text.read:
+                cols["text_read"] = "string"
+        names = region_names(cfg)
+        if rc.overlap_columns and len(names) >= 2:
+            cols.update({f"overlap_{a}_{b}": "float64" for a, b in overlap_pairs(names)})
+            cols["regions_overlap"] = "float64"
         return cols
 
-    def image_columns(self, regions: list[dict[str, Region]], masks: np.ndarray) -> list[dict[str, Any]]:
-        """Values of :meth:`column_dtypes` for each image."""
-        out = []
-        for regs in regions:
-            row: dict[str, Any] = {}
-            if "text" in regs:
-                row["n_text_boxes"] = len(regs["text"].polygons)
-            out.append(row)
-        return out
-
     def model_masks(self, regions: list[dict[str, Region]], items: list[ImageItem]) -> np.ndarray:
-        """(B, R, H, W) bool masks in model-input pixels, R in :attr:`names` order."""
+        """(B, R, H, W) bool masks in model-input pixels, R in :attr:`names` order.
+
+        Text dilation is applied here; with ``regions.exclusive`` each pixel keeps only its
+        highest-priority region. Overlaps are measured before that resolution.
+        """
         h, w = self.cfg.model.input_size
         if not self.names:
             return np.zeros((len(items), 0, h, w), bool)
         dilation = {"text": self.cfg.regions.text.dilation}
-        return np.stack(
+        masks = np.stack(
             [np.stack([regs[r].model_mask(it.placement, dilation.get(r, 0)) for r in self.names]) for regs, it in zip(regions, items, strict=True)]
         )
+        if self.cfg.regions.overlap_columns and len(self.names) >= 2:
+            self._overlaps = overlap_values(masks, self.names, self.failed(regions))
+            self._overlap_for = regions
+        if self.cfg.regions.exclusive:
+            masks = resolve_exclusive(masks, self.names, self.order)
+        return masks
+
+    def image_columns(self, regions: list[dict[str, Region]], masks: np.ndarray) -> list[dict[str, Any]]:
+        """Values of :meth:`column_dtypes` for each image (``masks`` from :meth:`model_masks`)."""
+        rc = self.cfg.regions
+        want_overlap = rc.overlap_columns and len(self.names) >= 2
+        overlaps = None
+        if want_overlap:
+            overlaps = self._overlaps if self._overlap_for is regions else overlap_values(masks, self.names, self.failed(regions))
+        out = []
+        for i, regs in enumerate(regions):
+            row: dict[str, Any] = {}
+            if "text" in regs:
+                t = regs["text"]
+                row["n_text_boxes"] = pd.NA if t.is_failed else len(t.polygons)
+                if rc.text.read:
+                    row["text_read"] = None if t.is_failed else _text_json(t)
+            if overlaps is not None:
+                row.update(overlaps[i])
+            out.append(row)
+        return out
+
+
+def _rows_loader(cfg: AuditConfig, manifest: pd.DataFrame | ManifestRows | None) -> Callable[[], ManifestRows]:
+    """A memoised ``() -> rows`` (the manifest is touched only if a source asks)."""
+    memo: list[ManifestRows] = []
+
+    def rows() -> ManifestRows:
+        if not memo:
+            cols = manifest_columns_for(cfg)
+            if isinstance(manifest, pd.DataFrame):
+                memo.append(rows_from_frame(manifest, cols))
+            elif manifest is not None:
+                memo.append(manifest)
+            else:
+                memo.append(manifest_columns(cfg.dataset.manifest, cols))
+        return memo[0]
+
+    return rows
+
+
+def _guarded(name: str, make: Any) -> Region:
+    """Run a provider for one image; any failure becomes a failed Region, never an exception."""
+    try:
+        return make()
+    except ConfigError:
+        raise  # the config (not this image) is wrong: stop the run with the message
+    except RegionFailure as exc:
+        return Region.failed(name, str(exc))
+    except Exception as exc:  # a bug or an odd file in one image must not cost the batch
+        return Region.failed(name, f"{type(exc).__name__}: {exc}")
+
+
+def _text_json(t: Region) -> str:
+    confs = t.text_scores or []
+    return json.dumps(
+        [[s, None if i >= len(confs) or not math.isfinite(confs[i]) else round(confs[i], 4)] for i, s in enumerate(t.texts or [])],
+        ensure_ascii=False,
+    )
+
+
+def region_inputs_fingerprint(cfg: AuditConfig, paths: list[str], manifest: pd.DataFrame | ManifestRows | None = None) -> str:
+    """Hash of the user inputs behind these images' regions (mask files' size/mtime, manifest
+    values): add it to a chunk cache key so an edited mask or box invalidates the chunk."""
+    rc = cfg.regions
+    if not rc.custom and not (rc.background.enabled and rc.background.source != "grabcut"):
+        return ""
+    rows = _rows_loader(cfg, manifest)
+    root = Path(cfg.dataset.root)
+    sources = [MaskSource(n, f"regions.custom.{n}", c, root, rows) for n, c in rc.custom.items()]
+    if rc.background.enabled and rc.background.source != "grabcut":
+        sources.append(MaskSource("background", "regions.background", rc.background, root, rows))
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(f"{s.name}:{s.fingerprint(paths)}\n".encode())
+    return h.hexdigest()
+
+
+
+
+def chunk_manifest_rows(manifest: pd.DataFrame | None, paths: list[str], cfg: AuditConfig) -> dict[str, dict[str, Any]] | None:
+    """The manifest values a chunk's region sources need (None when they need none): small
+    enough to pass to a chunk task as ``RegionBuilder(..., manifest=rows)``."""
+    cols = manifest_columns_for(cfg)
+    if not cols or manifest is None:
+        return None
+    rows = rows_from_frame(manifest, cols)
+    return {p: rows.get(p, {}) for p in paths}
+
+
+def check_region_inputs(cfg: AuditConfig, manifest: pd.DataFrame | None = None) -> None:
+    """Fail fast, before any chunk runs, on region settings that cannot work for any image:
+    missing mask folders, manifest sources without a manifest or without their column."""
+    root = Path(cfg.dataset.root)
+    rc = cfg.regions
+    for name, c in rc.custom.items():
+        MaskSource(name, f"regions.custom.{name}", c, root, dict)
+    if rc.background.enabled and rc.background.source != "grabcut":
+        MaskSource("background", "regions.background", rc.background, root, dict)
+    cols = manifest_columns_for(cfg)
+    if cols:
+        if manifest is None and cfg.dataset.manifest is None:
+            raise ConfigError(f"regions: manifest column(s) {cols} are configured but dataset.manifest is not set")
+        if manifest is not None:
+            rows_from_frame(manifest, cols)
+        else:
+            manifest_columns(cfg.dataset.manifest, cols)
