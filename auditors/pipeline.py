@@ -263,6 +263,8 @@ def audit_chunk(
             per_image: list[dict[str, Region]] = builder.build(loaded)
             masks = builder.model_masks(per_image, loaded)
             extras = builder.image_columns(per_image, masks)
+            failed = builder.failed(per_image)
+            errors += builder.errors(per_image, loaded)
         except Exception as exc:  # a region provider crash on one batch must not lose the chunk
             errors += [{"path": it.path, "stage": "regions", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
@@ -272,6 +274,8 @@ def audit_chunk(
             maps = upsample_maps(cam.maps, size)
             met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
+            for name in met:  # a region that could not be built has no metrics, not zero ones
+                met[name][failed] = np.nan
             probs = cam.probs
             conf_t, pred_t = probs.max(dim=1)
             target_prob = probs.gather(1, cam.targets[:, None])[:, 0].cpu().numpy()

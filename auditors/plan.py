@@ -45,6 +45,9 @@ def make_plan(cfg: AuditConfig) -> Plan:
     if not classes:
         raise ConfigError("model.classes: no classes (set model.classes or use an ImageFolder layout)")
     _check_target(cfg, index, classes)
+    from auditors.regions.build import check_region_inputs
+
+    check_region_inputs(cfg, index.manifest)
     if cfg.counterfactual.enabled:
         from auditors.regions.build import region_names
 

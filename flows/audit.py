@@ -36,6 +36,7 @@ from auditors.instances import INSTANCE_COLUMNS
 from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names, sanity_check, wants_instances
 from auditors.token_stage import TokenResult, analyse_tokens
 from auditors.progress import Progress
+from auditors.regions.build import region_inputs_fingerprint, region_sources
 from auditors.report import write_report
 from auditors.validation import images_expectations, manifest_expectations, validate_tables
 
@@ -68,7 +69,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 3
+CHUNK_FORMAT = 4
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -79,6 +80,7 @@ def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
     h.update(json.dumps(params["classes"]).encode())
+    h.update(region_inputs_fingerprint(cfg, [e.path for e in params["entries"]]).encode())
     root = Path(cfg.dataset.root)
     for e in params["entries"]:
         try:
@@ -175,6 +177,7 @@ def finalize(
         "n_degenerate": int(stats.get("n_degenerate", 0)),
         "group_by": by,
         "regions": regions,
+        "region_sources": region_sources(cfg),
         "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device},
         "classes": per_class,
         "overall": overall,
