@@ -327,6 +327,9 @@ class AuditConfig(_Strict):
         for key in ("checkpoint", "torchscript"):
             data["model"][key] = fix(data["model"][key])
         data["output"]["cache_dir"] = fix(data["output"]["cache_dir"])
+        data["regions"]["background"]["masks_dir"] = fix(data["regions"]["background"]["masks_dir"])
+        for custom in data["regions"]["custom"].values():
+            custom["masks_dir"] = fix(custom["masks_dir"])
         return AuditConfig.model_validate(data)
 
     def public_dict(self) -> dict[str, Any]:

@@ -335,7 +335,9 @@ def audit_chunk(
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
     n_degenerate = int((rows["cam_status"] != "ok").sum())
-    stats = {"n_ok": len(records), "n_failed": len(errors), "n_degenerate": n_degenerate}
+    # Region errors leave the image audited (that region's metrics are NaN): not a failed image.
+    n_failed = len({e["path"] for e in errors if e["stage"] != "regions"})
+    stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
     stats.update(builder.stats)
     instances = None
     if with_instances:

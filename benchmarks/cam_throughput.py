@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     emit("#   x fwd mem: peak MiB vs the plain forward's, same format")
     for n in args.impls:
         emit(f"#   {n:<18} {IMPLS[n]}")
+    if args.repeats < 5:
+        emit(f"# WARNING: {args.repeats} rounds is a smoke test; on a shared machine ratios need >= 5 rounds")
     rows = []
     t_start = time.time()
     for arch in args.archs:

@@ -173,7 +173,8 @@ def finalize(
         "camaudit_version": auditors.__version__,
         "config": cfg.public_dict(),
         "n_images": int(len(images)),
-        "n_failed": int(len(errors_df)),
+        "n_failed": int(errors_df.loc[errors_df["stage"] != "regions", "path"].nunique()),
+        "n_region_errors": int((errors_df["stage"] == "regions").sum()),
         "n_degenerate": int(stats.get("n_degenerate", 0)),
         "group_by": by,
         "regions": regions,
@@ -226,7 +227,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     cfg = plan.config
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
     cache_dir = cache_dir_for(cfg)
-    cache_path = str(cache_dir / "text_regions.sqlite") if cfg.regions.text.enabled else None
+    cache_path = str(cache_dir / "text_regions.sqlite")  # text and GrabCut regions; opened only when needed
     chunk_task = audit_chunk_task.with_options(
         retries=cfg.run.retries,
         refresh_cache=not cfg.run.cache,
@@ -248,7 +249,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v
-        meter.advance(len(result.rows) + len(result.errors))
+        meter.advance(len(result.rows) + result.stats["n_failed"])
 
     for i, entries in enumerate(chunked(plan.index.entries, cfg.run.chunk_size)):
         window.append((i, chunk_task.submit(entries, cfg, plan.classes, plan.target_layer, plan.model_fingerprint, cache_path)))
