@@ -91,6 +91,9 @@ class CamConfig(_Strict):
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         default="auto", description="Autocast on CUDA; auto = bf16 where supported. Ignored on CPU."
     )
+    channels_last: bool = Field(
+        default=False, description="Run the model in channels_last memory format (often 10-40% faster on CPU)."
+    )
     pointing_tolerance: int = Field(
         default=0, ge=0, description="Pixels (model input space) the argmax may miss a region by."
     )

@@ -91,12 +91,13 @@ def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -
 
 
 def engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
-    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp)
+    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp, cfg.cam.channels_last)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
             model = get_model(cfg.model, device)
             _ENGINES[key] = CamEngine(
-                model, target_layer=target_layer, method=cfg.cam.method, input_size=tuple(cfg.model.input_size), amp=cfg.cam.amp
+                model, target_layer=target_layer, method=cfg.cam.method, input_size=tuple(cfg.model.input_size), amp=cfg.cam.amp,
+                channels_last=cfg.cam.channels_last,
             )
         return _ENGINES[key]
 

@@ -71,6 +71,12 @@ def make_plan(cfg: AuditConfig) -> Plan:
             f"model.classes: the model returns {tuple(out.shape[1:])} scores per image but {len(classes)} classes are "
             f"named ({classes[:5]}{'...' if len(classes) > 5 else ''})"
         )
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(
+            f"model.torchscript {cfg.model.torchscript}: loads, but CAMs need a forward hook on the target layer and "
+            "TorchScript modules do not support hooks; audit the eager model instead (model.arch or model.factory "
+            "with its state_dict as model.checkpoint)"
+        )
     if cfg.model.target_layer:
         get_module(model, cfg.model.target_layer)
         target_layer = cfg.model.target_layer

@@ -122,6 +122,11 @@ def test_cli_exit_codes(poster_folder, tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["run", str(path), "--set", "model.classes=[a, b]"]) == 2
     assert "model.classes" in capsys.readouterr().err
+    scripted = tmp_path / "tiny.ts.pt"
+    torch.jit.save(torch.jit.script(build_tiny_cnn()), scripted)
+    over = ["--set", "model.factory=null", "--set", "model.checkpoint=null", "--set", f"model.torchscript={scripted}"]
+    assert main(["validate", str(path), *over]) == 2
+    assert "TorchScript modules do not support hooks" in capsys.readouterr().err
 
 
 def test_counterfactuals_tokens_and_instances_in_the_outputs(poster_folder, tmp_path):
