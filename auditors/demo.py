@@ -11,13 +11,11 @@ shows the difference as text lift.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from torch import nn
 
 from auditors.geometry import placement_for, warp_image
+from auditors.threads import torch_threads
 
 __all__ = [
     "CLASSES",
@@ -285,17 +284,6 @@ def train_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, e
     return model.eval()
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block and restore the caller's setting after."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-
 def _train_all(jobs: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int) -> dict[str, tuple[nn.Module, float]]:
     """Train one model per job, in parallel threads with one intra-op thread each.
 
@@ -312,7 +300,7 @@ def _train_all(jobs: dict[str, tuple[torch.Tensor, torch.Tensor]], seed: int) ->
         return train_model(models[name], *jobs[name], seed=seed), time.perf_counter() - t0
 
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    with _torch_threads(1), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-train") as pool:
+    with torch_threads(1), ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-train") as pool:
         futures = {name: pool.submit(run, name) for name in jobs}
         return {name: f.result() for name, f in futures.items()}
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from auditors.config import AuditConfig
 from auditors.counterfactual import image_seed, plan_intervention

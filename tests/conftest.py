@@ -84,3 +84,13 @@ def poster_folder(tmp_path: Path) -> Path:
             draw_word(img, words[ci], (10, 40 + 20 * i))
             cv2.imwrite(str(root / cls / f"{i}.png"), img[:, :, ::-1])
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: with 2 threads every op is a parallel region, and on a machine shared with
+    other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
+    from auditors.threads import torch_threads
+
+    with torch_threads(1):
+        yield

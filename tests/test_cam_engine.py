@@ -58,14 +58,7 @@ class TinyGap(nn.Module):
         return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: with 2 threads every op is a parallel region, and on a machine shared
-    with other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _frozen(model: nn.Module) -> nn.Module:

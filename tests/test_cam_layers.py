@@ -19,14 +19,7 @@ from auditors.cam import (
 from auditors.errors import ConfigError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: with 2 threads every op is a parallel region, and on a machine shared
-    with other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ConvGapLinear(nn.Module):
