@@ -96,6 +96,7 @@ def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
 def audit_chunk_task(
     entries: list[Entry], cfg: AuditConfig, classes: list[str], target_layer: str, fingerprint: str, cache_path: str | None
 ) -> ChunkResult:
+    """One chunk; ``fingerprint`` (the model weights' hash) is here for the cache key only."""
     return audit_chunk(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None)
 
 
@@ -239,9 +240,15 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     meter = Progress(len(plan.index.entries), enabled=progress)
     window: deque = deque()
 
-    def collect(index: int, future) -> None:
+    def collect(index: int, entries: list[Entry], future) -> None:
         nonlocal gallery
-        result: ChunkResult = future.result()
+        try:
+            result: ChunkResult = future.result()
+        except Exception as exc:  # retries exhausted: record the chunk's images, keep the rest of the run
+            reason = f"chunk {index} failed after {cfg.run.retries} retries: {type(exc).__name__}: {exc}"
+            errors.extend({"path": e.path, "stage": "chunk", "reason": reason} for e in entries)
+            meter.advance(len(entries))
+            return
         folder.write_part(index, result.rows)
         if result.instances is not None:
             folder.write_part(index, result.instances, kind="instances")
@@ -252,7 +259,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         meter.advance(len(result.rows) + result.stats["n_failed"])
 
     for i, entries in enumerate(chunked(plan.index.entries, cfg.run.chunk_size)):
-        window.append((i, chunk_task.submit(entries, cfg, plan.classes, plan.target_layer, plan.model_fingerprint, cache_path)))
+        window.append((i, entries, chunk_task.submit(entries, cfg, plan.classes, plan.target_layer, plan.model_fingerprint, cache_path)))
         if len(window) > cfg.run.workers:
             collect(*window.popleft())
     while window:

@@ -150,3 +150,22 @@ def test_counterfactuals_tokens_and_instances_in_the_outputs(poster_folder, tmp_
     # each class prints its own word on all of its 4 posters: 3 class-specific tokens
     assert len(s["tokens"]) == 3 and {t["top_class"] for t in s["tokens"]} == {"alpha", "beta", "gamma"}
     assert all(t["class_share"] == 1.0 and t["n_images"] == 4 for t in s["tokens"])
+
+
+def test_a_failing_chunk_is_recorded_and_the_run_goes_on(poster_folder, tmp_path, monkeypatch):
+    import flows.audit as audit_module
+
+    real = audit_module.audit_chunk
+
+    def flaky(entries, *args, **kwargs):
+        if any(e.path == "beta/1.png" for e in entries):
+            raise RuntimeError("simulated worker crash")
+        return real(entries, *args, **kwargs)
+
+    monkeypatch.setattr(audit_module, "audit_chunk", flaky)
+    cfg = _config(poster_folder, tmp_path, run={"chunk_size": 4, "retries": 0}, tokens={"enabled": False}, sanity={"enabled": False})
+    result = run_audit(cfg)
+    errors = pd.read_csv(result.run_dir / "errors.csv")
+    assert set(errors["path"]) == {f"beta/{i}.png" for i in range(4)} and set(errors["stage"]) == {"chunk"}
+    assert "simulated worker crash" in errors["reason"].iloc[0]
+    assert result.summary["n_images"] == 8 and result.summary["n_failed"] == 4
