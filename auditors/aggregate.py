@@ -90,10 +90,8 @@ def class_stats(df: pd.DataFrame, cfg: AuditConfig, regions: list[str], group: s
     for r in cf_regions:
         out.update(_counterfactual_stats(df, r, cfg.stats, group))
     # Contract keys (summary.json since 0.1): text removal vs placebo flip rates.
-    out["flip_rate_text_removed"] = out.get("flip_rate_text_removed")
+    out.setdefault("flip_rate_text_removed", None)
     out["flip_rate_placebo"] = out.get("flip_rate_text_placebo")
-    if "text" in cf_regions:
-        out["text_effect"], out["text_effect_ci"] = out["text_effect"], out["text_effect_ci"]
     out["accuracy"] = _accuracy(df, cf_regions)
     return out
 

@@ -145,13 +145,15 @@ def to_input(views: list[np.ndarray], cfg: AuditConfig, device: torch.device) ->
     return (x - mean) / std
 
 
-def _display_map(m: torch.Tensor) -> np.ndarray:
+def display_map(m: torch.Tensor) -> np.ndarray:
+    """Min-max scaled copy of a map for drawing only (ratios never use it)."""
     m = m.float()
     lo, hi = m.min(), m.max()
     return ((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(tuple(m.shape), np.float32)
 
 
-def _class_name(classes: list[str], i: int) -> str:
+def class_name(classes: list[str], i: int) -> str:
+    """Class name of index ``i`` (the index itself when the model has more outputs than names)."""
     return classes[i] if 0 <= i < len(classes) else str(i)
 
 
@@ -215,7 +217,7 @@ def _counterfactuals(
             row = columns[i]
             for e, edit in enumerate(("removed", "placebo")):
                 m = k + e * n
-                row[f"{r}_{edit}_pred"] = _class_name(classes, int(new_pred[m]))
+                row[f"{r}_{edit}_pred"] = class_name(classes, int(new_pred[m]))
                 row[f"{r}_{edit}_conf"] = float(kept_conf[m])
                 row[f"{r}_{edit}_flip"] = float(new_pred[m] != pred[i])
                 row[f"{r}_{edit}_mass"] = float(moved[m])
@@ -294,9 +296,9 @@ def audit_chunk(
             row = {
                 "path": item.entry.path,
                 "label": item.entry.label,
-                "pred": _class_name(classes, int(pred[i])),
+                "pred": class_name(classes, int(pred[i])),
                 "confidence": float(conf[i]),
-                "target": _class_name(classes, int(tgt[i])),
+                "target": class_name(classes, int(tgt[i])),
                 "target_prob": float(target_prob[i]),
                 "cam_status": _status(float(totals[i])),
                 "width": item.original.shape[1],
@@ -324,7 +326,7 @@ def audit_chunk(
                         path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"], score=score,
                         metrics={c: row[c] for c in row if c.endswith(("_mass", "_area", "_lift", "_hit", "_effect", "_conf", "_flip"))},
                         image=loaded[i].model_view,
-                        cam=_display_map(maps[i]),
+                        cam=display_map(maps[i]),
                         regions={r: masks[i, jj] for jj, r in enumerate(regions)},
                         text_polygons=per_image[i]["text"].model_polygons(loaded[i].placement) if "text" in per_image[i] else [],
                         edits=cf_views[i],

@@ -22,14 +22,10 @@ from auditors.geometry import polygons_to_mask, warp_points
 from auditors.instances import polygon_crop
 from auditors.metrics import upsample_maps
 from auditors.models import select_device
-from auditors.pipeline import engine_for, load_batch, to_input
+from auditors.pipeline import class_name, display_map, engine_for, load_batch, to_input
 from auditors.stats import mean_ci
 
 __all__ = ["token_effect", "risk_score", "flag_tokens"]
-
-
-def _class_name(classes: list[str], i: int) -> str:
-    return classes[i] if 0 <= i < len(classes) else str(i)
 
 
 def token_effect(
@@ -89,21 +85,19 @@ def token_effect(
             flips_removed.append(float(after_pred[i] != pred[i]))
             flips_placebo.append(float(after_pred[n + i] != pred[i]))
             if len(examples) < n_examples:
-                m = maps[i]
-                lo, hi = m.min(), m.max()
                 plan, model_polys = plans[i]
                 examples.append(
                     GalleryItem(
-                        path=it.path, label=it.entry.label, pred=_class_name(classes, int(pred[i])),
+                        path=it.path, label=it.entry.label, pred=class_name(classes, int(pred[i])),
                         confidence=float(conf[i]), score=dr - dp, metrics={"token_effect": dr - dp},
                         image=it.model_view,
-                        cam=((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(size, np.float32),
+                        cam=display_map(maps[i]),
                         regions={"token": plan.removed_mask}, text_polygons=model_polys,
                         edits={
                             "token_removed": {"image": plan.removed, "mask": plan.removed_mask,
-                                              "pred": _class_name(classes, int(after_pred[i])), "confidence": float(after[i])},
+                                              "pred": class_name(classes, int(after_pred[i])), "confidence": float(after[i])},
                             "token_placebo": {"image": plan.placebo, "mask": plan.placebo_mask,
-                                              "pred": _class_name(classes, int(after_pred[n + i])), "confidence": float(after[n + i])},
+                                              "pred": class_name(classes, int(after_pred[n + i])), "confidence": float(after[n + i])},
                         },
                     )
                 )
