@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from auditors.config import TextRegionConfig  # noqa: E402
-from auditors.geometry import polygons_to_mask  # noqa: E402
-from auditors.imageio import load_rgb  # noqa: E402
+from auditors.config.schema import TextRegionConfig  # noqa: E402
+from auditors.data.geometry import polygons_to_mask  # noqa: E402
+from auditors.data.decoding import load_rgb  # noqa: E402
 from auditors.regions.cache import RegionCache  # noqa: E402
 from auditors.regions.text import TextDetector  # noqa: E402
 

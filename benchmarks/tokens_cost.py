@@ -24,16 +24,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from auditors.config import TextRegionConfig  # noqa: E402
-from auditors.imageio import load_rgb  # noqa: E402
+from auditors.config.schema import TextRegionConfig  # noqa: E402
+from auditors.data.decoding import load_rgb  # noqa: E402
 from auditors.regions.text import TextDetector  # noqa: E402
-from auditors.tokens import TokenSettings, assign_tokens, token_table  # noqa: E402
+from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table  # noqa: E402
 
 SCENETEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scenetext"
 
 
 def _demo_posters(n: int) -> list[np.ndarray]:
-    from auditors.demo import prepare_demo
+    from auditors.demo.assets import prepare_demo
 
     assets = prepare_demo()
     files = sorted(assets.audit_dir.rglob("*.png"))[:n]

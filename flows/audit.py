@@ -26,19 +26,23 @@ from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
-from auditors.aggregate import aggregate, apply_gate
+from auditors.analysis.aggregate import aggregate
+from auditors.analysis.gate import apply_gate
 from auditors.config import AuditConfig, config_from_dict
-from auditors.dataset import Entry, chunked
-from auditors.gallery import GalleryItem, top_k
-from auditors.outputs import RunFolder, new_run_id, write_json
-from auditors.plan import Plan, make_plan
-from auditors.instances import INSTANCE_COLUMNS
-from auditors.pipeline import ChunkResult, audit_chunk, empty_rows, region_names, sanity_check, wants_instances
-from auditors.token_stage import TokenResult, analyse_tokens
-from auditors.progress import Progress
+from auditors.data.discovery import Entry, chunked
+from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.run_folder import RunFolder, new_run_id, write_json
+from auditors.audit.plan import Plan, make_plan
+from auditors.measure.instances import INSTANCE_COLUMNS
+from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.sanity_stage import sanity_check
+from auditors.audit.tables import empty_rows, wants_instances
+from auditors.regions.build import region_names
+from auditors.tokens.stage import TokenResult, analyse_tokens
+from auditors.audit.progress import Progress
 from auditors.regions.build import region_inputs_fingerprint, region_sources
-from auditors.report import write_report
-from auditors.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.report.render import write_report
+from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
 
 __all__ = ["audit_flow", "run_audit", "AuditResult", "cache_dir_for"]
 

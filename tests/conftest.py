@@ -90,7 +90,7 @@ def poster_folder(tmp_path: Path) -> Path:
 def one_torch_thread():
     """Tiny models: with 2 threads every op is a parallel region, and on a machine shared with
     other jobs each barrier can wait a whole scheduler slice for a pre-empted sibling thread."""
-    from auditors.threads import torch_threads
+    from auditors.models.threads import torch_threads
 
     with torch_threads(1):
         yield

@@ -82,7 +82,7 @@ def test_shipped_configs_are_valid(name, monkeypatch, tmp_path):
 def test_demo_yaml_matches_what_camaudit_demo_runs(monkeypatch, tmp_path):
     """configs/demo.yaml documents the demo: it must not drift from the code that runs it."""
     from auditors.config import config_from_dict
-    from auditors.demo import DemoAssets, demo_config
+    from auditors.demo.assets import DemoAssets, demo_config
 
     monkeypatch.setenv("CAMAUDIT_DEMO_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from auditors.counterfactual import dilate, image_seed, inpaint, placebo_mask, plan_intervention
-from auditors.sanity import randomized_copy, rank_correlation
+from auditors.interventions.edits import dilate, image_seed, inpaint, placebo_mask, plan_intervention
+from auditors.measure.sanity import randomized_copy, rank_correlation
 
 
 def test_placebo_has_equal_area_same_shape_and_avoids_the_region():

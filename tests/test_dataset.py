@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from auditors.config import DatasetConfig
-from auditors.dataset import chunked, discover
+from auditors.config.schema import DatasetConfig
+from auditors.data.discovery import chunked, discover
 from auditors.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from auditors.demo import BADGE_CLASS
-from auditors.demo_run import run_demo
+from auditors.demo.posters import BADGE_CLASS
+from flows.demo import run_demo
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from auditors.cli import main
+from flows.cli import main
 from auditors.config import config_from_dict
 from flows.audit import run_audit
 from tests.conftest import build_tiny_cnn

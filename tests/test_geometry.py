@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from auditors.geometry import (
+from auditors.data.geometry import (
     clip_polygon,
     image_area_mask,
     placement_for,

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from auditors.errors import InputError
-from auditors.imageio import load_rgb
+from auditors.data.decoding import load_rgb
 
 
 def _save(img: Image.Image, path, fmt="PNG", **kw):

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from auditors.metrics import region_metrics, upsample_maps
+from auditors.measure.metrics import region_metrics, upsample_maps
 
 
 def test_planted_mass_area_lift_and_hit_are_exact():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditors.config import TextRegionConfig
+from auditors.config.schema import TextRegionConfig
 from auditors.regions import RegionCache, TextDetector
 from tests.conftest import draw_word
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from auditors.config import RegionsConfig, config_from_dict
+from auditors.config import config_from_dict
+from auditors.config.schema import RegionsConfig
 from auditors.errors import ConfigError
-from auditors.geometry import Placement, placement_for
+from auditors.data.geometry import Placement, placement_for
 from auditors.regions.background import grabcut_foreground
 from auditors.regions.base import RegionFailure
 from auditors.regions.build import RegionBuilder, manifest_columns_for, region_inputs_fingerprint, region_names, region_sources

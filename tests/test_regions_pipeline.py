@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from auditors.config import config_from_dict
-from auditors.dataset import discover
-from auditors.pipeline import audit_chunk, row_columns
+from auditors.data.discovery import discover
+from auditors.audit.chunk import audit_chunk
+from auditors.audit.tables import row_columns
 from auditors.regions.build import RegionBuilder, region_names, region_sources
 
 

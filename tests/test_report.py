@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditors.gallery import GalleryItem
-from auditors.report import (
+from auditors.measure.gallery import GalleryItem
+from auditors.report.render import (
     MAX_ERROR_ROWS,
     build_class_table,
     build_counterfactual,

@@ -1,6 +1,6 @@
 import numpy as np
 
-from auditors.stats import bootstrap_ci, mean_ci, ratio_ci
+from auditors.analysis.stats import bootstrap_ci, mean_ci, ratio_ci
 
 
 def test_mean_interval_covers_the_mean_and_narrows_with_n():

@@ -3,9 +3,9 @@
 import cv2
 import numpy as np
 
-from auditors.config import TextRegionConfig
-from auditors.geometry import placement_for
-from auditors.imageio import content_hash, load_rgb
+from auditors.config.schema import TextRegionConfig
+from auditors.data.geometry import placement_for
+from auditors.data.decoding import content_hash, load_rgb
 from auditors.regions import RegionCache, TextDetector
 from tests.conftest import draw_word
 

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from auditors.instances import crop_fingerprint, polygon_crop
-from auditors.tokens import TokenSettings, assign_tokens, normalise_text, token_table
+from auditors.measure.instances import crop_fingerprint, polygon_crop
+from auditors.tokens.grouping import TokenSettings, assign_tokens, normalise_text, token_table
 
 
 def test_normalise_text_folds_case_accents_punctuation_and_space():

@@ -1,7 +1,7 @@
 """Region providers: where in the image is text, border, background, or a user-named area.
 
 Every provider returns :class:`Region` objects in *original-image* coordinates; the caller
-maps them through the same :class:`~auditors.geometry.Placement` the model input went through.
+maps them through the same :class:`~auditors.data.geometry.Placement` the model input went through.
 """
 
 from auditors.regions.base import Region, RegionFailure

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from auditors.config import BackgroundRegionConfig
+from auditors.config.schema import BackgroundRegionConfig
 from auditors.errors import ConfigError
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.cache import RegionCache

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from auditors.geometry import Placement, image_area_mask, polygons_to_mask, warp_mask, warp_points
+from auditors.data.geometry import Placement, image_area_mask, polygons_to_mask, warp_mask, warp_points
 
 __all__ = ["Region", "RegionFailure"]
 
@@ -76,7 +76,7 @@ class Region:
 
     def original_mask(self, height: int, width: int) -> np.ndarray:
         """The region as a bool (height, width) mask of the original image (tests, overlays)."""
-        from auditors.geometry import placement_for
+        from auditors.data.geometry import placement_for
 
         return self.model_mask(placement_for((height, width), (height, width), "stretch"))
 

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from auditors.config import AuditConfig
+from auditors.config.schema import AuditConfig
 from auditors.errors import ConfigError
-from auditors.geometry import Placement
+from auditors.data.geometry import Placement
 from auditors.regions.background import BackgroundProvider
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.border import border_region

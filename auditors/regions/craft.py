@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from auditors.geometry import clip_polygon, polygons_to_mask
+from auditors.data.geometry import clip_polygon, polygons_to_mask
 
 __all__ = ["DetectParams", "Detection", "CraftRunner", "prepare_canvas", "boxes_from_maps"]
 

@@ -63,7 +63,7 @@ def manifest_columns(manifest: Path | None, columns: list[str]) -> dict[str, dic
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(columns)))
     with _MEMO_LOCK:
         if key not in _MEMO:
-            from auditors.dataset import _read_manifest
+            from auditors.data.discovery import _read_manifest
 
             _MEMO[key] = rows_from_frame(_read_manifest(path), columns, f"dataset.manifest {path}")
         return _MEMO[key]

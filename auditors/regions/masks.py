@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from auditors.config import _MaskSource
+from auditors.config.schema import _MaskSource
 from auditors.errors import ConfigError
-from auditors.geometry import clip_polygon, xywh_to_polygon
+from auditors.data.geometry import clip_polygon, xywh_to_polygon
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.manifest import ManifestRows, is_missing
 

@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 import torch
 
-from auditors.config import TextRegionConfig
+from auditors.config.schema import TextRegionConfig
 from auditors.errors import ConfigError
 from auditors.regions.base import Region
 from auditors.regions.cache import RegionCache
 from auditors.regions.craft import CraftRunner, Detection, DetectParams, bf16_supported
-from auditors.threads import torch_threads
+from auditors.models.threads import torch_threads
 
 __all__ = ["TextDetector", "weights_dir", "resolve_precision"]
 

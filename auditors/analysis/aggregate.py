@@ -1,4 +1,4 @@
-"""Per-class and overall aggregates of the per-image table, with bootstrap intervals, and the gate.
+"""Per-class and overall aggregates of the per-image table, with bootstrap intervals.
 
 Aggregates: ``<r>_mass`` and ``<r>_area`` are means over the class's images with a defined
 value; ``<r>_lift`` is the ratio of those means (not the mean of per-image lifts, which
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditors.config import AuditConfig, GateConfig, StatsConfig
-from auditors.stats import mean_ci, ratio_ci
+from auditors.config.schema import AuditConfig, StatsConfig
+from auditors.analysis.stats import mean_ci, ratio_ci
 
-__all__ = ["aggregate", "apply_gate", "class_stats"]
+__all__ = ["aggregate", "class_stats"]
 
 
 def _num(v: Any) -> float | None:
@@ -104,44 +104,3 @@ def aggregate(images: pd.DataFrame, cfg: AuditConfig, classes: list[str], region
     ok = images[images["cam_status"] == "ok"]
     per_class = {c: class_stats(ok[ok[by] == c], cfg, regions, f"class:{c}") for c in classes}
     return per_class, class_stats(ok, cfg, regions, "overall")
-
-
-def _rule(stats: dict, name: str, key: str, threshold: float) -> dict | None:
-    """A failure when the interval's lower bound of ``key`` exceeds ``threshold``."""
-    ci = stats.get(f"{key}_ci")
-    if ci is None or ci[0] is None or not ci[0] > threshold:
-        return None
-    return {"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold}
-
-
-def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str]) -> dict[str, Any]:
-    """Flag classes whose interval lower bounds exceed the thresholds; mutates ``per_class``.
-
-    Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
-    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` for any other region.
-    """
-    lift_limits = {**{r: v for r, v in gate.max_lift.items() if r in regions}}
-    if "text" in regions:
-        lift_limits["text"] = gate.max_text_lift
-    effect_limits = {r: v for r, v in gate.max_effect.items() if r in cf_regions}
-    if "text" in cf_regions:
-        effect_limits["text"] = gate.max_text_effect
-    failures = []
-    for name, stats in per_class.items():
-        found = []
-        if stats["n"] >= gate.min_images_per_class:
-            found += [_rule(stats, name, f"{r}_lift", t) for r, t in lift_limits.items()]
-            found += [_rule(stats, name, f"{r}_effect", t) for r, t in effect_limits.items()]
-        found = [f for f in found if f is not None]
-        stats["flagged"] = bool(found)
-        stats["flag_reasons"] = [
-            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}) > {f['threshold']}" for f in found
-        ]
-        failures += found
-    return {
-        "passed": not failures,
-        "failures": failures,
-        "max_text_lift": gate.max_text_lift,
-        "max_text_effect": gate.max_text_effect,
-        "rule": "a class is flagged when the lower bound of its interval exceeds the threshold",
-    }

@@ -18,7 +18,7 @@ def run_demo(
     ``demo_dir``: where the posters and checkpoints live (default: the user cache dir).
     ``cache_dir``: the audits' text-region and chunk cache (default: the user cache dir).
     """
-    from auditors.demo import demo_config, prepare_demo
+    from auditors.demo.assets import demo_config, prepare_demo
     from flows.audit import run_audit
 
     t0 = time.perf_counter()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 
 from auditors.cam import find_target_layer, get_module
-from auditors.config import AuditConfig
-from auditors.dataset import DatasetIndex, discover
+from auditors.config.schema import AuditConfig
+from auditors.data.discovery import DatasetIndex, discover
 from auditors.errors import ConfigError
-from auditors.models import get_model, model_fingerprint, select_device
+from auditors.models.loading import get_model, model_fingerprint, select_device
 
 __all__ = ["Plan", "make_plan", "describe_plan"]
 

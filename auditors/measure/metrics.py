@@ -7,11 +7,12 @@ Ratios use the raw ReLU'd map: min-max rescaling first would change them.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["upsample_maps", "region_metrics"]
+__all__ = ["upsample_maps", "region_metrics", "display_map"]
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -56,3 +57,10 @@ def region_metrics(maps: Tensor, masks: Tensor, tolerance: int = 0) -> dict[str,
     hit = m.flatten(2).gather(2, flat_idx[:, None, None].expand(b, r, 1))[..., 0]
     hit = torch.where(valid[:, None], hit, nan)
     return {"mass": mass, "area": area, "lift": lift, "hit": hit}
+
+
+def display_map(m: torch.Tensor) -> np.ndarray:
+    """Min-max scaled copy of a map for drawing only (ratios never use it)."""
+    m = m.float()
+    lo, hi = m.min(), m.max()
+    return ((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(tuple(m.shape), np.float32)

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from auditors.config import ModelConfig
+from auditors.config.schema import ModelConfig
 from auditors.errors import ConfigError
 
 __all__ = ["select_device", "load_model", "get_model", "model_fingerprint"]

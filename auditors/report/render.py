@@ -35,7 +35,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from auditors.gallery import GalleryItem
+from auditors.measure.gallery import GalleryItem
 
 __all__ = ["write_report", "render_report", "build_tokens", "REPORT_NAME", "MAX_ERROR_ROWS"]
 

@@ -1,6 +1,6 @@
 """Dataset discovery: ImageFolder trees or manifests become a list of (path, label) entries.
 
-Discovery only lists files; decoding happens per chunk (see ``auditors.imageio``), so a
+Discovery only lists files; decoding happens per chunk (see ``auditors.data.decoding``), so a
 100k-image dataset costs a list of strings here, never pixels.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from auditors.config import DatasetConfig
+from auditors.config.schema import DatasetConfig
 from auditors.errors import ConfigError
 
 __all__ = ["Entry", "DatasetIndex", "discover", "chunked", "ERROR_COLUMNS"]

@@ -14,16 +14,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditors.config import AuditConfig
-from auditors.counterfactual import image_seed, plan_intervention
-from auditors.dataset import Entry, chunked
-from auditors.gallery import GalleryItem
-from auditors.geometry import polygons_to_mask, warp_points
-from auditors.instances import polygon_crop
-from auditors.metrics import upsample_maps
-from auditors.models import select_device
-from auditors.pipeline import class_name, display_map, engine_for, load_batch, to_input
-from auditors.stats import mean_ci
+from auditors.config.schema import AuditConfig
+from auditors.interventions.edits import image_seed, plan_intervention
+from auditors.data.discovery import Entry, chunked
+from auditors.measure.gallery import GalleryItem
+from auditors.data.geometry import polygons_to_mask, warp_points
+from auditors.measure.instances import polygon_crop
+from auditors.measure.metrics import upsample_maps
+from auditors.models.loading import select_device
+from auditors.data.batches import load_batch, to_input
+from auditors.measure.metrics import display_map
+from auditors.models.engines import class_name, engine_for
+from auditors.analysis.stats import mean_ci
 
 __all__ = ["token_effect", "risk_score", "flag_tokens"]
 

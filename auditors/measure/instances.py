@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from auditors.geometry import Placement, polygons_to_mask
-from auditors.metrics import region_metrics
+from auditors.data.geometry import Placement, polygons_to_mask
+from auditors.measure.metrics import region_metrics
 from auditors.regions.base import Region
 
 __all__ = ["INSTANCE_COLUMNS", "instance_rows", "crop_fingerprint", "polygon_crop", "top_instance_columns"]

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditors.config import AuditConfig
-from auditors.gallery import GalleryItem
-from auditors.token_effects import flag_tokens, risk_score, token_effect
-from auditors.tokens import TokenSettings, assign_tokens, token_table
+from auditors.config.schema import AuditConfig
+from auditors.measure.gallery import GalleryItem
+from auditors.tokens.effects import flag_tokens, risk_score, token_effect
+from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
 __all__ = ["TokenResult", "analyse_tokens"]
 

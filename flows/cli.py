@@ -122,7 +122,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_validate(args) -> int:
     from auditors.config import load_config
-    from auditors.plan import describe_plan, make_plan
+    from auditors.audit.plan import describe_plan, make_plan
 
     cfg = load_config(args.config, args.overrides)
     for line in describe_plan(cfg, make_plan(cfg)):
@@ -131,7 +131,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from auditors.demo_run import run_demo
+    from flows.demo import run_demo
 
     results = run_demo(args.out, progress=not args.quiet)
     for r in results:

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from auditors.dataset import ERROR_COLUMNS
+from auditors.data.discovery import ERROR_COLUMNS
 
 __all__ = ["new_run_id", "RunFolder", "write_json"]
 

@@ -1,0 +1,168 @@
+"""Audit one chunk of images: decode, regions, CAM, metrics. Pure library code, no Prefect.
+
+A chunk is the unit of caching, retry and distribution, so this function takes everything it
+needs as arguments and returns plain data (a DataFrame, an error list, gallery candidates).
+Per-file problems are recorded and skipped; they never abort the chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.tables import empty_rows, row_columns, wants_instances
+from auditors.config.schema import AuditConfig
+from auditors.data.batches import load_batch, to_input
+from auditors.data.discovery import Entry, chunked
+from auditors.interventions.runner import region_counterfactuals
+from auditors.measure.instances import INSTANCE_COLUMNS, instance_rows, top_instance_columns
+from auditors.measure.metrics import display_map, region_metrics, upsample_maps
+from auditors.models.engines import class_name, engine_for
+from auditors.models.loading import select_device
+from auditors.regions import Region
+from auditors.regions.build import RegionBuilder
+
+__all__ = ["ChunkResult", "audit_chunk", "resolve_targets"]
+
+@dataclass
+class ChunkResult:
+    rows: pd.DataFrame
+    errors: list[dict[str, str]] = field(default_factory=list)
+    instances: pd.DataFrame | None = None
+    gallery: list[GalleryItem] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
+    """Class indices for ``cam.target``: None (predicted), true labels, or one named class."""
+    if target == "predicted":
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    if target == "label":
+        return torch.tensor([index[lbl] for lbl in labels], dtype=torch.long)
+    return torch.full((len(labels),), index[target], dtype=torch.long)
+
+
+def _status(total: float) -> str:
+    if not np.isfinite(total):
+        return "nonfinite"
+    return "ok" if total > 0 else "zero"
+
+
+def audit_chunk(
+    entries: list[Entry],
+    cfg: AuditConfig,
+    classes: list[str],
+    target_layer: str,
+    cache_path: Path | None,
+) -> ChunkResult:
+    """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
+    device = select_device(cfg.cam.device)
+    engine = engine_for(cfg, target_layer, device)
+    builder = RegionBuilder(cfg, cache_path, use_gpu=device.type == "cuda")
+    regions = builder.names
+    root = Path(cfg.dataset.root)
+    size = tuple(cfg.model.input_size)
+    errors: list[dict] = []
+    records: list[dict] = []
+    instance_records: list[dict] = []
+    gallery: list[GalleryItem] = []
+    k = cfg.output.gallery_size
+    with_instances = wants_instances(cfg)
+    rank_region = "text" if "text" in regions else (regions[0] if regions else None)
+
+    for batch in chunked(entries, cfg.cam.batch_size):
+        loaded = load_batch(batch, root, cfg, errors)
+        if not loaded:
+            continue
+        try:
+            per_image: list[dict[str, Region]] = builder.build(loaded)
+            masks = builder.model_masks(per_image, loaded)
+            extras = builder.image_columns(per_image, masks)
+            failed = builder.failed(per_image)
+            errors += builder.errors(per_image, loaded)
+        except Exception as exc:  # a region provider crash on one batch must not lose the chunk
+            errors += [{"path": it.path, "stage": "regions", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
+            continue
+        try:
+            targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
+            cam = engine.compute(to_input([item.model_view for item in loaded], cfg, device), targets)
+            maps = upsample_maps(cam.maps, size)
+            met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
+            met = {name: t.cpu().numpy() for name, t in met.items()}
+            for name in met:  # a region that could not be built has no metrics, not zero ones
+                met[name][failed] = np.nan
+            probs = cam.probs
+            conf_t, pred_t = probs.max(dim=1)
+            target_prob = probs.gather(1, cam.targets[:, None])[:, 0].cpu().numpy()
+            conf, pred = conf_t.cpu().numpy(), pred_t.cpu().numpy()
+            tgt = cam.targets.cpu().numpy()
+            totals = cam.maps.sum(dim=(1, 2)).cpu().numpy()
+            cf_cols, cf_views = [{} for _ in loaded], [{} for _ in loaded]
+            if cfg.counterfactual.enabled:
+                cf_cols, cf_views = region_counterfactuals(engine, cfg, classes, device, loaded, masks, regions, pred, conf, cam.targets)
+        except Exception as exc:
+            errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
+            continue
+        first = len(records)
+        for i, item in enumerate(loaded):
+            row = {
+                "path": item.entry.path,
+                "label": item.entry.label,
+                "pred": class_name(classes, int(pred[i])),
+                "confidence": float(conf[i]),
+                "target": class_name(classes, int(tgt[i])),
+                "target_prob": float(target_prob[i]),
+                "cam_status": _status(float(totals[i])),
+                "width": item.original.shape[1],
+                "height": item.original.shape[0],
+                "content_hash": item.digest,
+            }
+            row.update(extras[i])
+            for j, r in enumerate(regions):
+                for name in ("mass", "area", "lift", "hit"):
+                    row[f"{r}_{name}"] = float(met[name][i, j])
+            row.update(cf_cols[i])
+            if with_instances and "text" in per_image[i]:
+                inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
+                                     item.placement, maps[i], cfg.regions.text.min_score)
+                instance_records += inst
+                row.update(top_instance_columns(inst, row["text_mass"]))
+            records.append(row)
+        if k and rank_region is not None:
+            j = regions.index(rank_region)
+            ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)
+            for score, i in ranked[:k]:
+                row = records[first + i]
+                gallery.append(
+                    GalleryItem(
+                        path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"], score=score,
+                        metrics={c: row[c] for c in row if c.endswith(("_mass", "_area", "_lift", "_hit", "_effect", "_conf", "_flip"))},
+                        image=loaded[i].model_view,
+                        cam=display_map(maps[i]),
+                        regions={r: masks[i, jj] for jj, r in enumerate(regions)},
+                        text_polygons=per_image[i]["text"].model_polygons(loaded[i].placement) if "text" in per_image[i] else [],
+                        edits=cf_views[i],
+                    )
+                )
+            gallery = top_k(gallery, k)
+        del loaded, per_image, maps, cam, cf_views
+    columns = row_columns(cfg)
+    rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
+    rows = rows.astype(columns)
+    n_degenerate = int((rows["cam_status"] != "ok").sum())
+    # Region errors leave the image audited (that region's metrics are NaN): not a failed image.
+    n_failed = len({e["path"] for e in errors if e["stage"] != "regions"})
+    stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
+    stats.update(builder.stats)
+    instances = None
+    if with_instances:
+        instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
+    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances)
+
+

@@ -1,0 +1,92 @@
+"""Run the model on region-removed and placebo-edited copies of a batch, next to each other.
+
+The effect of a region is the confidence its removal costs beyond what an equal-area edit
+elsewhere (the placebo) costs: "the model needs this" rather than "any occlusion hurts".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from auditors.cam import CamEngine
+from auditors.config.schema import AuditConfig
+from auditors.data.batches import LoadedImage, to_input
+from auditors.interventions.edits import image_seed, plan_intervention
+from auditors.measure.metrics import region_metrics, upsample_maps
+from auditors.models.engines import class_name
+
+__all__ = ["region_counterfactuals", "counterfactual_columns"]
+
+
+def counterfactual_columns(cfg: AuditConfig) -> dict[str, str]:
+    """Per-image intervention columns, for each region in ``counterfactual.regions``."""
+    cols: dict[str, str] = {}
+    if not cfg.counterfactual.enabled:
+        return cols
+    for r in cfg.counterfactual.regions:
+        for edit in ("removed", "placebo"):
+            cols.update({f"{r}_{edit}_pred": "string", f"{r}_{edit}_conf": "float64",
+                         f"{r}_{edit}_flip": "float64", f"{r}_{edit}_mass": "float64"})
+        cols.update({f"{r}_placebo_overlap": "float64", f"{r}_effect": "float64"})
+    return cols
+
+
+def region_counterfactuals(
+    engine: CamEngine,
+    cfg: AuditConfig,
+    classes: list[str],
+    device: torch.device,
+    loaded: list[LoadedImage],
+    masks: np.ndarray,
+    regions: list[str],
+    pred: np.ndarray,
+    conf: np.ndarray,
+    targets: torch.Tensor,
+) -> tuple[list[dict], list[dict[str, dict]]]:
+    """Re-run model + CAM on region-removed and placebo-edited views of the batch.
+
+    Returns per-image columns and per-image edited views (kept only for gallery images).
+    """
+    cf = cfg.counterfactual
+    columns: list[dict] = [{} for _ in loaded]
+    views: list[dict[str, dict]] = [{} for _ in loaded]
+    size = tuple(cfg.model.input_size)
+    for r in cf.regions:
+        j = regions.index(r)
+        plans = [
+            plan_intervention(item.model_view, masks[i, j], method=cf.method, radius=cf.radius, margin=cf.margin,
+                              seed=image_seed(cf.seed, item.digest, r), tries=cf.placebo_tries)
+            for i, item in enumerate(loaded)
+        ]
+        idx = [i for i, p in enumerate(plans) if p is not None]
+        for i, p in enumerate(plans):
+            if p is None:
+                columns[i].update({c: None for c in counterfactual_columns(cfg) if c.startswith(f"{r}_")})
+        if not idx:
+            continue
+        n = len(idx)
+        edited = [plans[i].removed for i in idx] + [plans[i].placebo for i in idx]
+        edit_masks = np.stack([plans[i].removed_mask for i in idx] + [plans[i].placebo_mask for i in idx])
+        out = engine.compute(to_input(edited, cfg, device), targets[idx].repeat(2))
+        moved = region_metrics(upsample_maps(out.maps, size), torch.from_numpy(edit_masks[:, None]).to(device))["mass"][:, 0]
+        probs = out.probs
+        orig = torch.as_tensor(pred[idx], device=probs.device).repeat(2)
+        kept_conf = probs.gather(1, orig[:, None])[:, 0].cpu().numpy()
+        new_pred = probs.argmax(dim=1).cpu().numpy()
+        moved = moved.cpu().numpy()
+        for k, i in enumerate(idx):
+            row = columns[i]
+            for e, edit in enumerate(("removed", "placebo")):
+                m = k + e * n
+                row[f"{r}_{edit}_pred"] = class_name(classes, int(new_pred[m]))
+                row[f"{r}_{edit}_conf"] = float(kept_conf[m])
+                row[f"{r}_{edit}_flip"] = float(new_pred[m] != pred[i])
+                row[f"{r}_{edit}_mass"] = float(moved[m])
+                views[i][f"{r}_{edit}"] = {
+                    "image": edited[m], "mask": edit_masks[m], "pred": row[f"{r}_{edit}_pred"], "confidence": float(kept_conf[m]),
+                }
+            row[f"{r}_placebo_overlap"] = plans[i].placebo_overlap
+            # Confidence the removal costs beyond what an equal occlusion elsewhere costs.
+            row[f"{r}_effect"] = row[f"{r}_placebo_conf"] - row[f"{r}_removed_conf"]
+    return columns, views
