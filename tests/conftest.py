@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-SCENETEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scenetext"
+SCENETEXT = Path(__file__).resolve().parent / "data" / "scenetext"  # shipped: a clone is complete
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def scenetext_dir() -> Path:
     if not SCENETEXT.is_dir():
-        pytest.fail(f"real scene-text photos missing: expected {SCENETEXT} (shared/ beside the checkout)")
+        pytest.fail(f"real scene-text photos missing: expected {SCENETEXT} (they ship with the repository)")
     return SCENETEXT
 
 
