@@ -7,6 +7,7 @@ Per-file problems are recorded and skipped; they never abort the chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.oom import compute_with_backoff
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import load_batch, to_input
@@ -60,8 +62,17 @@ def audit_chunk(
     classes: list[str],
     target_layer: str,
     cache_path: Path | None,
+    *,
+    instances: bool | None = None,
+    on_batch: Callable[[list[dict], list[list[dict]] | None], None] | None = None,
 ) -> ChunkResult:
-    """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
+    """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
+
+    ``instances``: compute per-instance text rows even when the token stage is off (the result
+    cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
+    instances_per_row)`` is called after every batch, so finished work can be stored before a
+    crash or kill loses the rest of the chunk.
+    """
     device = select_device(cfg.cam.device)
     engine = engine_for(cfg, target_layer, device)
     builder = RegionBuilder(cfg, cache_path, use_gpu=device.type == "cuda")
@@ -73,7 +84,8 @@ def audit_chunk(
     instance_records: list[dict] = []
     gallery: list[GalleryItem] = []
     k = cfg.output.gallery_size
-    with_instances = wants_instances(cfg)
+    with_instances = wants_instances(cfg) if instances is None else (instances and "text" in regions)
+    stats_extra = {"oom_splits": 0}
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
 
     for batch in chunked(entries, cfg.cam.batch_size):
@@ -91,7 +103,7 @@ def audit_chunk(
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            cam = engine.compute(to_input([item.model_view for item in loaded], cfg, device), targets)
+            cam = compute_with_backoff(engine, to_input([item.model_view for item in loaded], cfg, device), targets, stats_extra)
             maps = upsample_maps(cam.maps, size)
             met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
@@ -110,6 +122,7 @@ def audit_chunk(
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
         first = len(records)
+        batch_instances: list[list[dict]] = []
         for i, item in enumerate(loaded):
             row = {
                 "path": item.entry.path,
@@ -132,8 +145,13 @@ def audit_chunk(
                 inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
                                      item.placement, maps[i], cfg.regions.text.min_score)
                 instance_records += inst
+                batch_instances.append(inst)
                 row.update(top_instance_columns(inst, row["text_mass"]))
+            elif with_instances:
+                batch_instances.append([])
             records.append(row)
+        if on_batch is not None:
+            on_batch(records[first:], batch_instances if with_instances else None)
         if k and rank_region is not None:
             j = regions.index(rank_region)
             ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)
@@ -160,6 +178,7 @@ def audit_chunk(
     n_failed = len({e["path"] for e in errors if e["stage"] != "regions"})
     stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
     stats.update(builder.stats)
+    stats.update(stats_extra)
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
