@@ -119,11 +119,12 @@ def test_serve_registers_a_scheduled_deployment_whose_run_writes_the_report(post
                 arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
         reports = list((tmp_path / "out" / "served-a").glob("*/report.html"))
         assert len(reports) == 1, "one report on disk for the triggered run"
-        by_type = {a.type: a for a in arts}
-        assert set(by_type) >= {"table", "markdown", "link"}
-        assert reports[0].resolve().as_uri() in by_type["link"].data
-        assert "gate" in by_type["markdown"].data and "served-a" in by_type["markdown"].data
-        assert all(c in by_type["table"].data for c in ("alpha", "beta", "gamma", "text_lift"))
+        by_key = {a.key: a for a in arts}  # Prefect stores a link artifact as markdown: tell them apart by key
+        assert set(by_key) == {"camaudit-served-a-classes", "camaudit-served-a-verdict", "camaudit-served-a-report"}
+        table, verdict, link = (by_key[f"camaudit-served-a-{k}"] for k in ("classes", "verdict", "report"))
+        assert table.type == "table" and all(c in table.data for c in ("alpha", "beta", "gamma", "text_lift"))
+        assert "gate" in verdict.data and "served-a" in verdict.data
+        assert f"({reports[0].resolve().as_uri()})" in link.data
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
