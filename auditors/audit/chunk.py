@@ -106,7 +106,9 @@ def audit_chunk(
             totals = cam.maps.sum(dim=(1, 2)).cpu().numpy()
             cf_cols, cf_views = [{} for _ in loaded], [{} for _ in loaded]
             if cfg.counterfactual.enabled:
-                cf_cols, cf_views = region_counterfactuals(engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets)
+                cf_cols, cf_views = region_counterfactuals(
+                    engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
+                )
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue

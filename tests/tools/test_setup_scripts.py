@@ -1,7 +1,8 @@
-"""tools/test-system-deps.sh: installs the browser packages when it can, else says what to run.
+"""The set-up scripts: tools/test-system-deps.sh installs the browser packages when it can, else
+says what to run; .ci/run fails when `make test` fails or runs no tests.
 
-The script runs for real under bash; only the system commands it calls (id, sudo, apt-get,
-dpkg-query) are stand-ins on PATH, so no test touches the machine's packages.
+The scripts run for real under bash; only the system commands they call (id, sudo, apt-get,
+dpkg-query, make) are stand-ins on PATH, so no test touches the machine's packages.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "test-system-deps.sh"
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tools" / "test-system-deps.sh"
+CI_RUN = REPO / ".ci" / "run"
 INSTALL = "apt-get install -y --no-install-recommends chromium chromium-driver fonts-dejavu-core"
 
 
@@ -23,11 +26,11 @@ def _fake(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-def _run(tmp_path: Path, fakes: dict[str, str], present: bool = False) -> tuple[subprocess.CompletedProcess, str]:
-    """Run the script with only ``fakes`` (plus text tools) on PATH; returns the result and the apt-get log."""
+def _run(tmp_path: Path, fakes: dict[str, str], present: bool = False, script: Path = SCRIPT) -> tuple[subprocess.CompletedProcess, str]:
+    """Run ``script`` with only ``fakes`` (plus text tools) on PATH; returns the result and the apt-get log."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("grep", "tr", "sed", "env", "touch", "chmod", "mkdir", "dirname"):
+    for tool in ("grep", "tr", "sed", "env", "touch", "chmod", "mkdir", "dirname", "tee", "mktemp", "cat", "bash"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     for name, body in fakes.items():
         _fake(bin_dir, name, body)
@@ -39,7 +42,7 @@ def _run(tmp_path: Path, fakes: dict[str, str], present: bool = False) -> tuple[
             p.chmod(0o755)
     env = {"PATH": str(bin_dir), "CAMAUDIT_CHROMIUM": str(browser), "CAMAUDIT_CHROMEDRIVER": str(driver),
            "APT_LOG": str(tmp_path / "apt.log"), "HOME": str(tmp_path)}
-    res = subprocess.run([shutil.which("bash"), str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run([shutil.which("bash"), str(script)], env=env, capture_output=True, text=True, timeout=60)
     log = tmp_path / "apt.log"
     return res, log.read_text() if log.exists() else ""
 
@@ -96,5 +99,30 @@ def test_missing_font_package_is_installed_too(tmp_path):
     assert res.returncode == 1 and "missing: fonts-dejavu-core" in res.stderr and log == ""
 
 
-def test_script_is_executable():
-    assert os.access(SCRIPT, os.X_OK), "make and .ci/run call it directly"
+def test_scripts_are_executable():
+    assert os.access(SCRIPT, os.X_OK) and os.access(CI_RUN, os.X_OK), "make and CI call them directly"
+
+
+# .ci/run: the browser packages are present (stand-in binaries); `make` is a stand-in that logs its arguments.
+MAKE = 'echo "make $*" >> "$APT_LOG"; '
+
+
+def test_ci_run_passes_when_tests_pass(tmp_path):
+    res, log = _run(tmp_path, {"make": MAKE + 'echo "12 passed in 3.0s"', "id": "echo 0"}, present=True, script=CI_RUN)
+    assert res.returncode == 0, res.stderr
+    assert log.startswith("make test PYTEST_ARGS=-rs -p no:cacheprovider"), "runs the README's command"
+
+
+def test_ci_run_fails_when_no_test_ran(tmp_path):
+    res, _ = _run(tmp_path, {"make": MAKE + 'echo "no tests ran in 0.1s"', "id": "echo 0"}, present=True, script=CI_RUN)
+    assert res.returncode == 1 and "ran no tests" in res.stderr
+
+
+def test_ci_run_fails_with_make_status(tmp_path):
+    res, _ = _run(tmp_path, {"make": MAKE + 'echo "1 failed, 3 passed"; exit 2', "id": "echo 0"}, present=True, script=CI_RUN)
+    assert res.returncode == 2 and "make test failed (exit 2)" in res.stderr
+
+
+def test_ci_run_stops_before_the_tests_without_the_packages(tmp_path):
+    res, log = _run(tmp_path, {"make": MAKE, "apt-get": APT_RECORDS, "id": "echo 1000"}, script=CI_RUN)
+    assert res.returncode == 1 and "sudo apt-get update" in res.stderr and "make" not in log
