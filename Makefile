@@ -25,7 +25,7 @@ demo: $(STAMP)
 # Headless Chromium for the report's browser tests: installed with apt-get when this user can,
 # else the script stops and prints the command to run (tools/test-system-deps.sh).
 system-deps:
-	tools/test-system-deps.sh
+	bash tools/test-system-deps.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
