@@ -53,7 +53,7 @@ def _hash_file(path: Path) -> str | None:
 
 def _check_worker_model(cfg: AuditConfig, target_layer: str, expected: str) -> None:
     """A worker process must audit the very weights the run was planned with."""
-    engine = engine_for(cfg, target_layer, select_device(cfg.cam.device))
+    engine = engine_for(cfg.model, cfg.cam, target_layer, select_device(cfg.cam.device))
     with _CHECK_LOCK:
         got = _CHECKED.get(id(engine.model))
         if got is None:

@@ -48,7 +48,7 @@ def _config(root: Path, tmp: Path, tag: str) -> Path:
     data = {
         "name": "resume",
         "dataset": {"root": str(root)},
-        "model": {"factory": "tests.test_resume:build_slow_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
+        "model": {"factory": "tests.audit.test_resume:build_slow_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
         "cam": {"batch_size": 2},
         "regions": {"text": {"batch_size": 1}},
         "output": {"dir": str(tmp / tag / "out"), "cache_dir": str(tmp / tag / "cache"), "gallery_size": 2},

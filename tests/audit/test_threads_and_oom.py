@@ -115,7 +115,7 @@ def test_two_workers_and_oom_backoff_give_the_single_worker_rows(poster_folder, 
     rows = lambda r: pd.read_parquet(r.run_dir / "images.parquet").sort_values("path").reset_index(drop=True)  # noqa: E731
     assert two.summary["n_failed"] == 0 and two.summary["n_images"] == 12
     pd.testing.assert_frame_equal(rows(base_cf), rows(two))
-    oom = run_audit(_config(poster_folder, tmp_path, "oom", model={"factory": "tests.test_scale_engine:build_oom_cnn"},
+    oom = run_audit(_config(poster_folder, tmp_path, "oom", model={"factory": "tests.audit.test_threads_and_oom:build_oom_cnn"},
                             run={"chunk_size": 12}))
     assert oom.summary["n_failed"] == 0
     assert oom.summary["oom"]["batches_split"] >= 2, oom.summary["oom"]
