@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,13 @@ def camaudit(config: Path, env: dict, *extra: str) -> dict:
             "incremental": summary.get("incremental"), "text_detection": summary.get("text_detection")}
 
 
+def _save(results: dict, out: Path, n: int) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"end_to_end_n{n}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500, help="posters in the main comparison (issue: 500)")
@@ -165,6 +173,7 @@ def main() -> None:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (server, temp files) on kill
     work = Path(tempfile.mkdtemp(prefix="camaudit-e2e-"))
     results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
                      "sizes": {"n": args.n, "rss": args.rss, "dask_n": args.dask_n}}
@@ -181,6 +190,7 @@ def main() -> None:
                 t = naive(data, ck_a)
                 results["naive"] = {"wall_s": round(t, 2), "images_per_s": round(args.n / t, 3)}
                 print("naive", results["naive"], flush=True)
+                _save(results, args.out, args.n)
             cache = work / "cache"
             cfg_a = write_config(work / "a.yaml", data, ck_a, work / "out", cache, "model-a")
             cfg_b = write_config(work / "b.yaml", data, ck_b, work / "out", cache, "model-b")
@@ -202,6 +212,7 @@ def main() -> None:
                 results["speedup_vs_naive"] = {k: round(results["naive"]["wall_s"] / runs[k]["wall_s"], 2)
                                                for k in ("cold", "warm_second_model", "same_model_again")}
             results["incremental_cost_vs_first"] = round(runs["incremental_plus_1pct"]["wall_s"] / runs["cold"]["wall_s"], 3)
+            _save(results, args.out, args.n)
 
             rss = {}
             sizes = [int(s) for s in args.rss.split(",")]
@@ -212,6 +223,8 @@ def main() -> None:
                                  model={"input_size": [96, 96]}, regions={"text": {"enabled": False}})
                 rss[n] = camaudit(c, env)
                 print("rss", n, rss[n], flush=True)
+                results["peak_rss"] = {str(k): v for k, v in rss.items()}
+                _save(results, args.out, args.n)
             results["peak_rss"] = {str(k): v for k, v in rss.items()}
             results["peak_rss_growth"] = round(rss[sizes[1]]["peak_rss_mb"] / rss[sizes[0]]["peak_rss_mb"] - 1, 3)
 
@@ -225,13 +238,12 @@ def main() -> None:
                 r["images_per_s"] = round(args.dask_n / r["wall_s"], 2)
                 dask[workers] = r
                 print("dask", workers, r, flush=True)
+                results["dask"] = {str(k): v for k, v in dask.items()}
+                _save(results, args.out, args.n)
             results["dask"] = {str(k): v for k, v in dask.items()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"end_to_end_n{args.n}.json"
-    path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+    print(f"wrote {_save(results, args.out, args.n)}")
 
 
 if __name__ == "__main__":
