@@ -139,8 +139,11 @@ def write_config(path: Path, root: Path, ckpt: Path, out: Path, cache: Path, nam
     return path
 
 
-_RSS = ("import resource, sys; from flows.cli import main; rc = main(sys.argv[1:]); "
-        "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+# VmHWM: the peak RSS of this process image (getrusage's ru_maxrss survives exec and would report
+# the parent's peak, e.g. the naive loop's, instead).
+_RSS = ("import re, sys; from flows.cli import main; rc = main(sys.argv[1:]); "
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
+        "print('MAXRSS_KB', hwm); sys.exit(rc)")
 
 
 def camaudit(config: Path, env: dict, *extra: str) -> dict:
@@ -160,7 +163,8 @@ def camaudit(config: Path, env: dict, *extra: str) -> dict:
 
 def _save(results: dict, out: Path, n: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"end_to_end_n{n}.json"
+    parts = results.get("parts", "all")
+    path = out / (f"end_to_end_n{n}.json" if parts == "all" else f"end_to_end_n{n}_{parts.replace(',', '_')}.json")
     path.write_text(json.dumps(results, indent=2))
     return path
 
@@ -171,6 +175,7 @@ def main() -> None:
     ap.add_argument("--rss", default="1000,5000", help="two dataset sizes for peak RSS")
     ap.add_argument("--dask-n", type=int, default=400, help="images for the 1 vs 2 Dask workers comparison")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--parts", default="naive,main,rss,dask", help="comma list of parts to run")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (server, temp files) on kill
@@ -186,64 +191,79 @@ def main() -> None:
         with live_server(work / "prefect") as url:
             env = cli_env(url, work / "home")
             env["OMP_NUM_THREADS"] = str(os.cpu_count())
-            if not args.skip_naive:
+            parts = set(args.parts.split(","))
+            if parts != {"naive", "main", "rss", "dask"}:
+                results["parts"] = args.parts
+            if not args.skip_naive and "naive" in parts:
                 t = naive(data, ck_a)
                 results["naive"] = {"wall_s": round(t, 2), "images_per_s": round(args.n / t, 3)}
                 print("naive", results["naive"], flush=True)
                 _save(results, args.out, args.n)
             cache = work / "cache"
-            cfg_a = write_config(work / "a.yaml", data, ck_a, work / "out", cache, "model-a")
-            cfg_b = write_config(work / "b.yaml", data, ck_b, work / "out", cache, "model-b")
-            runs = {"cold": camaudit(cfg_a, env)}
-            runs["warm_second_model"] = camaudit(cfg_b, env)
-            runs["same_model_again"] = camaudit(cfg_a, env)
-            grow = max(1, args.n // 100)
-            make_dataset(data, grow, seed=99, start=args.n)
-            runs["incremental_plus_1pct"] = camaudit(cfg_a, env)
-            tiny = work / "tiny"
-            make_dataset(tiny, 2, seed=5)
-            cfg_t = write_config(work / "t.yaml", tiny, ck_a, work / "out", cache, "tiny")
-            camaudit(cfg_t, env)
-            runs["fixed_cost_2_cached_images"] = camaudit(cfg_t, env)
-            results["camaudit"] = runs
-            for k, v in runs.items():
-                print(k, v, flush=True)
-            if "naive" in results:
-                results["speedup_vs_naive"] = {k: round(results["naive"]["wall_s"] / runs[k]["wall_s"], 2)
-                                               for k in ("cold", "warm_second_model", "same_model_again")}
-            results["incremental_cost_vs_first"] = round(runs["incremental_plus_1pct"]["wall_s"] / runs["cold"]["wall_s"], 3)
-            _save(results, args.out, args.n)
-
-            rss = {}
-            sizes = [int(s) for s in args.rss.split(",")]
-            for n in sizes:
-                d = work / f"rss-{n}"
-                make_dataset(d, n, seed=n, size=(64, 128), words=False)
-                c = write_config(work / f"rss-{n}.yaml", d, ck_a, work / "out", work / f"cache-rss-{n}", f"rss-{n}",
-                                 model={"input_size": [96, 96]}, regions={"text": {"enabled": False}})
-                rss[n] = camaudit(c, env)
-                print("rss", n, rss[n], flush=True)
-                results["peak_rss"] = {str(k): v for k, v in rss.items()}
-                _save(results, args.out, args.n)
-            results["peak_rss"] = {str(k): v for k, v in rss.items()}
-            results["peak_rss_growth"] = round(rss[sizes[1]]["peak_rss_mb"] / rss[sizes[0]]["peak_rss_mb"] - 1, 3)
-
-            d = work / "dask"
-            make_dataset(d, args.dask_n, seed=7, words=False)
-            dask = {}
-            for workers in (1, 2):
-                c = write_config(work / f"dask-{workers}.yaml", d, ck_a, work / "out", work / f"cache-dask-{workers}",
-                                 f"dask-{workers}", regions={"text": {"enabled": False}}, run={"chunk_size": 32})
-                r = camaudit(c, env, "--dask-workers", str(workers))
-                r["images_per_s"] = round(args.dask_n / r["wall_s"], 2)
-                dask[workers] = r
-                print("dask", workers, r, flush=True)
-                results["dask"] = {str(k): v for k, v in dask.items()}
-                _save(results, args.out, args.n)
-            results["dask"] = {str(k): v for k, v in dask.items()}
+            if "main" in parts:
+                main_runs(args, work, data, ck_a, ck_b, cache, env, results)
+            if "rss" in parts:
+                rss_runs(args, work, ck_a, env, results)
+            if "dask" in parts:
+                dask_runs(args, work, ck_a, env, results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {_save(results, args.out, args.n)}")
+
+
+def main_runs(args, work, data, ck_a, ck_b, cache, env, results) -> None:
+    cfg_a = write_config(work / "a.yaml", data, ck_a, work / "out", cache, "model-a")
+    cfg_b = write_config(work / "b.yaml", data, ck_b, work / "out", cache, "model-b")
+    runs = {"cold": camaudit(cfg_a, env)}
+    runs["warm_second_model"] = camaudit(cfg_b, env)
+    runs["same_model_again"] = camaudit(cfg_a, env)
+    grow = max(1, args.n // 100)
+    make_dataset(data, grow, seed=99, start=args.n)
+    runs["incremental_plus_1pct"] = camaudit(cfg_a, env)
+    tiny = work / "tiny"
+    make_dataset(tiny, 2, seed=5)
+    cfg_t = write_config(work / "t.yaml", tiny, ck_a, work / "out", cache, "tiny")
+    camaudit(cfg_t, env)
+    runs["fixed_cost_2_cached_images"] = camaudit(cfg_t, env)
+    results["camaudit"] = runs
+    for k, v in runs.items():
+        print(k, v, flush=True)
+    if "naive" in results:
+        results["speedup_vs_naive"] = {k: round(results["naive"]["wall_s"] / runs[k]["wall_s"], 2)
+                                       for k in ("cold", "warm_second_model", "same_model_again")}
+    results["incremental_cost_vs_first"] = round(runs["incremental_plus_1pct"]["wall_s"] / runs["cold"]["wall_s"], 3)
+    _save(results, args.out, args.n)
+
+
+def rss_runs(args, work, ck_a, env, results) -> None:
+    rss = {}
+    sizes = [int(s) for s in args.rss.split(",")]
+    for n in sizes:
+        d = work / f"rss-{n}"
+        make_dataset(d, n, seed=n, size=(64, 128), words=False)
+        c = write_config(work / f"rss-{n}.yaml", d, ck_a, work / "out", work / f"cache-rss-{n}", f"rss-{n}",
+                         model={"input_size": [96, 96]}, regions={"text": {"enabled": False}})
+        rss[n] = camaudit(c, env)
+        print("rss", n, rss[n], flush=True)
+        results["peak_rss"] = {str(k): v for k, v in rss.items()}
+        _save(results, args.out, args.n)
+    results["peak_rss"] = {str(k): v for k, v in rss.items()}
+    results["peak_rss_growth"] = round(rss[sizes[1]]["peak_rss_mb"] / rss[sizes[0]]["peak_rss_mb"] - 1, 3)
+
+
+def dask_runs(args, work, ck_a, env, results) -> None:
+    d = work / "dask"
+    make_dataset(d, args.dask_n, seed=7, words=False)
+    dask = {}
+    for workers in (1, 2):
+        c = write_config(work / f"dask-{workers}.yaml", d, ck_a, work / "out", work / f"cache-dask-{workers}",
+                         f"dask-{workers}", regions={"text": {"enabled": False}}, run={"chunk_size": 32})
+        r = camaudit(c, env, "--dask-workers", str(workers))
+        r["images_per_s"] = round(args.dask_n / r["wall_s"], 2)
+        dask[workers] = r
+        print("dask", workers, r, flush=True)
+        results["dask"] = {str(k): v for k, v in dask.items()}
+        _save(results, args.out, args.n)
 
 
 if __name__ == "__main__":
