@@ -35,6 +35,8 @@ from auditors.audit.run_folder import RunFolder, new_run_id, write_json
 from auditors.audit.plan import Plan, make_plan
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.exports import merge_exports, write_chunk_exports
+from auditors.analysis.depth import variant_summary
 from auditors.audit.sanity_stage import sanity_check
 from auditors.audit.tables import empty_rows, wants_instances
 from auditors.regions.build import region_names
@@ -73,7 +75,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 4
+CHUNK_FORMAT = 5
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -82,7 +84,7 @@ def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions", "counterfactual"})
     relevant["dataset"].pop("limit", None)
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
+    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}|{cfg.output.save_cams}".encode())
     h.update(json.dumps(params["classes"]).encode())
     h.update(region_inputs_fingerprint(cfg, [e.path for e in params["entries"]]).encode())
     root = Path(cfg.dataset.root)
@@ -113,6 +115,7 @@ def sanity_task(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> di
 @task(name="merge-tables")
 def merge_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
     """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    merge_exports(cfg, folder)  # regions.parquet, targets.parquet (top-k), cams.npz (opt-in)
     n_rows = folder.merge_parts(empty_rows(cfg))
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
@@ -184,7 +187,8 @@ def finalize(
         "group_by": by,
         "regions": regions,
         "region_sources": region_sources(cfg),
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device},
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device,
+                "layers": cfg.cam.layers, "k": cfg.cam.k if cfg.cam.target == "topk" else None, "reshape": cfg.model.reshape},
         "classes": per_class,
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
@@ -200,6 +204,7 @@ def finalize(
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
     }
+    summary.update(variant_summary(cfg, images, folder.dir, plan.classes, regions, by))  # layers, targets, exports
     write_json(folder.summary, summary)
     write_report(
         folder.dir, summary, images, gallery, validation, errors_df,
@@ -254,6 +259,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
             meter.advance(len(entries))
             return
         folder.write_part(index, result.rows)
+        write_chunk_exports(folder.parts, index, result, folder.write_part)
         if result.instances is not None:
             folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)

@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from auditors.cam import CamEngine
+from auditors.cam import CamEngine, resolve_target
 from auditors.config.schema import AuditConfig
 from auditors.models.loading import get_model
 
@@ -17,13 +17,16 @@ _ENGINE_LOCK = threading.Lock()
 
 
 def engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
-    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp, cfg.cam.channels_last)
+    layers = tuple(cfg.cam.layers or ())
+    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp, cfg.cam.channels_last, layers)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
             model = get_model(cfg.model, device)
+            size = tuple(cfg.model.input_size)
+            _, reshape = resolve_target(model, size, device, target_layer, cfg.model.reshape)
             _ENGINES[key] = CamEngine(
-                model, target_layer=target_layer, method=cfg.cam.method, input_size=tuple(cfg.model.input_size), amp=cfg.cam.amp,
-                channels_last=cfg.cam.channels_last,
+                model, target_layer=target_layer, method=cfg.cam.method, input_size=size, amp=cfg.cam.amp,
+                channels_last=cfg.cam.channels_last, reshape_transform=reshape, layers=layers,
             )
         return _ENGINES[key]
 
