@@ -103,15 +103,17 @@ def main() -> None:
         f(x)
     sync()
     times: dict[str, list[float]] = {n: [] for n in fns}
+    cpu_times: dict[str, list[float]] = {n: [] for n in fns}
     names = list(fns)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fns[n](x)
             sync()
             times[n].append(time.perf_counter() - t0)
+            cpu_times[n].append(time.process_time() - c0)
 
     rows = []
     for n in names:
@@ -122,6 +124,7 @@ def main() -> None:
             "ms_per_img": 1000 * statistics.median(times[n]) / args.batch,
             "x_base": statistics.median(t / b for t, b in zip(times[n], base)),
             "x_autograd": statistics.median(t / b for t, b in zip(times[n], times[f"one_layer_autograd|{part}"])),
+            "cpu_x_base": statistics.median(t / b for t, b in zip(cpu_times[n], cpu_times[f"{BASELINE}|{part}"])),
         })
     cpu = platform.processor() or platform.machine()
     header = (
@@ -129,12 +132,14 @@ def main() -> None:
         f"resnet18 random weights, {args.size} px, batch {args.batch}, {args.rounds} interleaved rounds; "
         f"load average at start {os.getloadavg()[0]:.1f}\n"
         "# ms/img: median wall time per image; x base: median over rounds of (variant / one_layer, same round, same part);\n"
+        "#   cpu x base: like x base with process CPU time (less sensitive to other jobs on the machine);\n"
         "#   x autograd: the same vs one_layer_autograd. engine = CamEngine call; stage = engine + upsample + region\n"
         "#   metrics (3 regions) for every map returned (each layer, each rank)\n"
         + "".join(f"#   {k:<20} {v}\n" for k, v in VARIANTS.items())
     )
-    lines = [header, f"{'variant':<20} {'part':<7} {'ms/img':>8} {'x base':>7} {'x autograd':>10}"]
-    lines += [f"{r['variant']:<20} {r['part']:<7} {r['ms_per_img']:8.1f} {r['x_base']:7.2f} {r['x_autograd']:10.2f}" for r in rows]
+    lines = [header, f"{'variant':<20} {'part':<7} {'ms/img':>8} {'x base':>7} {'cpu x base':>10} {'x autograd':>10}"]
+    lines += [f"{r['variant']:<20} {r['part']:<7} {r['ms_per_img']:8.1f} {r['x_base']:7.2f} {r['cpu_x_base']:10.2f} {r['x_autograd']:10.2f}"
+              for r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

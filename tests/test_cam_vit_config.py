@@ -36,14 +36,14 @@ def _tiny_swin() -> nn.Module:
     ).eval()
 
 
-def _cfg(root, tmp_path, **cam):
+def _cfg(root, tmp_path, sanity=False, **cam):
     return config_from_dict({
         "name": "vit",
         "dataset": {"root": str(root)},
         "model": {"factory": "tests.test_cam_vit_config:build_tiny_vit", "input_size": [64, 64]},
         "cam": {"batch_size": 4, **cam},
         "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 2},
-        "sanity": {"enabled": False},
+        "sanity": {"enabled": sanity, "n_images": 4},
         "tokens": {"enabled": False},
     })
 
@@ -98,8 +98,10 @@ def test_vit_audit_runs_end_to_end_with_layers(poster_folder, tmp_path):
     from flows.audit import run_audit
 
     blocks = ["encoder.layers.encoder_layer_0.ln_1", "encoder.layers.encoder_layer_1.ln_1"]
-    result = run_audit(_cfg(poster_folder, tmp_path, layers=blocks))
+    result = run_audit(_cfg(poster_folder, tmp_path, sanity=True, layers=blocks))
     assert result.summary["cam"]["target_layer"] == blocks[1]
+    # the randomisation check rebuilds the engine for a 64 px ViT (it used to probe at 224 px and skip)
+    assert result.summary["sanity"]["n_images"] == 4 and not result.summary["sanity"]["verdict"].startswith("skipped")
     images = pd.read_parquet(result.run_dir / "images.parquet")
     # an untrained 4x4-token ViT: a few Grad-CAM maps are legitimately all-negative ("zero")
     ok = images[images["cam_status"] == "ok"]
