@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from auditors.config import config_from_dict
-from auditors.report.depth import depth_panel
+from auditors.report.variants import depth_panel
 from tests.browser import chromium_driver, console_errors, full_page_png, open_file
 from tests.conftest import build_tiny_cnn, draw_word
 
@@ -66,8 +69,12 @@ def test_report_loads_cleanly_with_depth_and_guided_sections(page, guided_run, t
     # the gallery says which map it shows
     captions = [e.text for e in page.find_elements("css selector", ".gallery .panel-caption")]
     assert "Guided Grad-CAM" in captions and "Grad-CAM" not in captions
+    files = page.find_element("id", "methods").text
+    assert "regions.parquet" in files and "cams.npz" not in files  # save_cams is off in this run
     png = full_page_png(page)
-    (guided_run.run_dir / "report-variants.png").write_bytes(png)
+    shots = Path(os.environ.get("CAMAUDIT_SCREENSHOT_DIR") or guided_run.run_dir)  # keep one for the docs
+    shots.mkdir(parents=True, exist_ok=True)
+    (shots / "report-variants.png").write_bytes(png)
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None and img.std() > 20
 

@@ -36,6 +36,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from auditors.measure.gallery import GalleryItem
+from auditors.report.variants import depth_panel, export_files, heatmap_name, label_heatmaps
 
 __all__ = ["write_report", "render_report", "build_tokens", "REPORT_NAME", "MAX_ERROR_ROWS"]
 
@@ -1671,8 +1672,10 @@ def build_context(
         "settings": build_settings(summary),
         "verdict": build_verdict(summary, validation),
         "table": build_class_table(summary),
-        "gallery": build_gallery(gallery, regions, {r: _lift_threshold(summary, r) for r in regions or ["text"]},
-                                 edit_order=cf_regions),
+        "gallery": label_heatmaps(build_gallery(gallery, regions, {r: _lift_threshold(summary, r) for r in regions or ["text"]},
+                                                edit_order=cf_regions), heatmap_name(summary)),
+        "heatmap_name": heatmap_name(summary),
+        "depth": depth_panel(summary),  # cam.layers
         "counterfactual": counterfactual,
         "tokens": build_tokens(summary, token_examples, token_crops),
         "sanity": build_sanity(summary),
@@ -1682,7 +1685,7 @@ def build_context(
         "errors": errs,
         "validation": build_validation(validation),
         "regions": regions,
-        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES],
+        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES] + export_files(summary),
         "max_error_rows": MAX_ERROR_ROWS,
     }
 

@@ -1,4 +1,5 @@
-"""The report's "attention by depth" panel (cam.layers): per-layer lift as a static inline SVG.
+"""Report pieces of the CAM variants: the "attention by depth" panel (cam.layers) as a static
+inline SVG, the gallery's heatmap name (guided Grad-CAM) and the export files in the run folder.
 
 Why hand-made SVG: a handful of polylines needs no plotting library, no script and no CDN, and
 stays a few kilobytes. One line per class plus the overall line (with its interval as error
@@ -15,10 +16,10 @@ from typing import Any
 
 from markupsafe import Markup
 
-__all__ = ["depth_panel"]
+__all__ = ["depth_panel", "heatmap_name", "label_heatmaps", "export_files"]
 
 W, H = 560, 260
-LEFT, RIGHT, TOP, BOTTOM = 52, 150, 16, 44
+LEFT, RIGHT, TOP, BOTTOM = 76, 140, 16, 44
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f", "#bab0ac", "#e15759")
 MAX_CLASSES = len(COLOURS)
 
@@ -88,3 +89,31 @@ def depth_panel(summary: dict, region: str = "text") -> dict[str, Any] | None:
     rows = [{"name": label, "overall": bold, "values": ["—" if v is None else f"{v:.2f}" for v in vs]} for label, vs, bold in series]
     return {"region": region, "layers": names, "svg": Markup("".join(parts)), "rows": rows,
             "n_classes_hidden": max(0, len(per_class) - MAX_CLASSES)}
+
+
+def heatmap_name(summary: dict) -> str:
+    """What the gallery's heatmaps are: the run's CAM method in words."""
+    method = str((summary.get("cam") or {}).get("method") or "gradcam")
+    return {"guided_gradcam": "Guided Grad-CAM"}.get(method, "Grad-CAM")
+
+
+def label_heatmaps(gallery: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """Caption the gallery's heatmap panels with ``name`` (e.g. Guided Grad-CAM) in place."""
+    for card in gallery:
+        for panel in card.get("panels") or []:
+            if panel.get("caption") == "Grad-CAM":
+                panel["caption"] = name
+    return gallery
+
+
+EXPORT_WHAT = {
+    "regions": "every region's shapes (polygons, boxes) in original-image pixels, detector scores, read strings",
+    "targets": "one row per image and top-k target rank, with its region metrics",
+    "cams": "each image's heatmap(s) as float16, keyed by path (np.load, no pickle)",
+}
+
+
+def export_files(summary: dict) -> list[dict[str, str]]:
+    """The run folder's export files that this run wrote (summary.exports), for the files list."""
+    exports = summary.get("exports") or {}
+    return [{"name": str(exports[k]), "what": what} for k, what in EXPORT_WHAT.items() if exports.get(k)]
