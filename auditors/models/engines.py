@@ -7,7 +7,7 @@ import threading
 import torch
 
 from auditors.cam import CamEngine, resolve_target
-from auditors.config.schema import AuditConfig
+from auditors.config.schema import CamConfig, ModelConfig
 from auditors.models.loading import get_model
 
 __all__ = ["engine_for", "class_name"]
@@ -16,17 +16,20 @@ _ENGINES: dict[tuple, CamEngine] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
-def engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
-    layers = tuple(cfg.cam.layers or ())
-    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp, cfg.cam.channels_last, layers)
+def engine_for(model: ModelConfig, cam: CamConfig, target_layer: str, device: torch.device) -> CamEngine:
+    """The process's engine for the ``model:`` and ``cam:`` sections (built on first use)."""
+    if not isinstance(model, ModelConfig) or not isinstance(cam, CamConfig):
+        raise TypeError(f"engine_for takes (cfg.model, cfg.cam, ...), got ({type(model).__name__}, {type(cam).__name__}, ...)")
+    layers = tuple(cam.layers or ())
+    key = (model.model_dump_json(), str(device), cam.method, target_layer, cam.amp, cam.channels_last, layers)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
-            model = get_model(cfg.model, device)
-            size = tuple(cfg.model.input_size)
-            _, reshape = resolve_target(model, size, device, target_layer, cfg.model.reshape)
+            net = get_model(model, device)
+            size = tuple(model.input_size)
+            _, reshape = resolve_target(net, size, device, target_layer, model.reshape)  # ViT/Swin token layers
             _ENGINES[key] = CamEngine(
-                model, target_layer=target_layer, method=cfg.cam.method, input_size=size, amp=cfg.cam.amp,
-                channels_last=cfg.cam.channels_last, reshape_transform=reshape, layers=layers,
+                net, target_layer=target_layer, method=cam.method, input_size=size, amp=cam.amp,
+                channels_last=cam.channels_last, reshape_transform=reshape, layers=layers,
             )
         return _ENGINES[key]
 

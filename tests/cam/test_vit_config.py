@@ -40,7 +40,7 @@ def _cfg(root, tmp_path, sanity=False, **cam):
     return config_from_dict({
         "name": "vit",
         "dataset": {"root": str(root)},
-        "model": {"factory": "tests.test_cam_vit_config:build_tiny_vit", "input_size": [64, 64]},
+        "model": {"factory": "tests.cam.test_vit_config:build_tiny_vit", "input_size": [64, 64]},
         "cam": {"batch_size": 4, **cam},
         "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 2},
         "sanity": {"enabled": sanity, "n_images": 4},
@@ -52,7 +52,7 @@ def test_plan_and_engine_route_a_vit_to_its_token_layer_not_conv_proj(poster_fol
     cfg = _cfg(poster_folder, tmp_path)
     plan = make_plan(cfg)
     assert plan.target_layer == "encoder.layers.encoder_layer_1.ln_1"
-    engine = engine_for(plan.config, plan.target_layer, torch.device("cpu"))
+    engine = engine_for(plan.config.model, plan.config.cam, plan.target_layer, torch.device("cpu"))
     assert engine.reshape_transform is not None and engine.gradient_source == "autograd"
     out = engine.compute(torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert out.maps.shape == (3, 4, 4) and not out.degenerate.any()

@@ -11,7 +11,7 @@ from torch import nn
 
 from auditors.cam import CamEngine, CamParameterError
 from auditors.cam.guided import guided_map
-from tests.test_cam_engine import SmallVGG
+from tests.cam.test_engine import SmallVGG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
