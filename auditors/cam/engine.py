@@ -115,7 +115,8 @@ class CamEngine:
     model : nn.Module in eval mode (parameters may be frozen).
     target_layer : dotted module name, or None to auto-detect (the last spatial layer of a CNN;
         ``ln_1`` of the last block, with a token transform, for torchvision ViT).
-    method : one of :data:`METHODS`. ``"cam"`` needs a global-average-pool + linear head.
+    method : one of :data:`ENGINE_METHODS`. ``"cam"`` needs a global-average-pool + linear head;
+        ``"guided_gradcam"`` returns full-resolution maps (B, H, W) and needs nn.ReLU modules.
     input_size : (H, W) of the batches; used for auto-detection and the head probe.
     amp : "auto" | "off" | "bf16" | "fp16"; autocast is used on CUDA only.
     reshape_transform : maps a token-shaped activation (..., N, C) to (..., C, h, w) (ViT/Swin);
