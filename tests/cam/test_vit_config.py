@@ -93,6 +93,7 @@ def test_swin_auto_detection_and_nhwc_stages():
     assert out.maps.shape == (2, 8, 8) and not out.degenerate.any()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
 def test_vit_audit_runs_end_to_end_with_layers(poster_folder, tmp_path):
     from flows.audit import run_audit

@@ -53,9 +53,7 @@ def page(guided_run):
         yield d
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_report_loads_cleanly_with_depth_and_guided_sections(page, guided_run, tmp_path):
     assert console_errors(page) == []
     summary = guided_run.summary
