@@ -156,3 +156,44 @@ def test_cams_npz_replots_the_audited_masses(variant_run):
             up = upsample_maps(torch.from_numpy(m[:1].astype(np.float32)), (64, 64))
             mass = float(region_metrics(up, torch.from_numpy(mask)[None, None])["mass"][0, 0])
             assert abs(mass - row["text_mass"]) < 2e-3, row["path"]
+
+
+def test_regions_parquet_on_real_photos_with_reading_and_letterbox(scenetext_dir, tmp_path):
+    """Real scene-text photos (up to 640 px) audited at 64 px with letterbox padding: the exported
+    polygons are in the photos' own pixels and rebuild exactly the text region the audit measured."""
+    import json
+    import shutil
+
+    root = tmp_path / "data"
+    for cls, name in [("a", "imageTextN.png"), ("b", "skimage_text.png"), ("c", "scenetext06.jpg")]:
+        (root / cls).mkdir(parents=True)
+        shutil.copy(scenetext_dir / name, root / cls / name)
+    cfg = config_from_dict({
+        "name": "photos",
+        "dataset": {"root": str(root)},
+        "model": {"factory": "tests.conftest:build_tiny_cnn", "input_size": [64, 64], "resize": "letterbox"},
+        "regions": {"text": {"read": True}},
+        "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 0},
+        "sanity": {"enabled": False},
+        "tokens": {"enabled": False},
+    })
+    run = run_audit(cfg).run_dir
+    images = pd.read_parquet(run / "images.parquet").set_index("path")
+    regions = pd.read_parquet(run / "regions.parquet")
+    text = regions[regions["region"] == "text"]
+    assert len(text) >= 3 and images["n_text_boxes"].min() >= 1
+    for path, row in images.iterrows():
+        mine = text[text["path"] == path].sort_values("shape")
+        assert len(mine) == row["n_text_boxes"]
+        assert (mine["x0"] >= 0).all() and (mine["x1"] <= row["width"]).all() and (mine["y1"] <= row["height"]).all()
+        # what the audit read, in the same order
+        read = json.loads(row["text_read"])
+        assert [r[0] for r in read] == mine["text"].tolist() and mine["text"].notna().all()
+        np.testing.assert_allclose([np.nan if r[1] is None else r[1] for r in read], mine["text_score"], atol=1e-4)
+        # the exported polygons, put through the audit's letterbox, give the audited text area exactly
+        polys = [np.asarray(p).reshape(-1, 2) for p in mine["polygon"]]
+        mask = Region("text", polygons=polys).model_mask(placement_for((row["height"], row["width"]), (64, 64), "letterbox"))
+        assert mask.mean() == pytest.approx(row["text_area"], abs=1e-12)
+    assert text["x1"].max() > 64, "original-image pixels, not the 64 px model input"
+    border = regions[regions["region"] == "border"]
+    assert (border.groupby("path").size() == 4).all()
