@@ -35,6 +35,8 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from auditors.analysis.gate import effect_status, interval_level, point_level, token_status
+from auditors.audit.summary import Summary
 from auditors.measure.gallery import GalleryItem
 
 __all__ = ["write_report", "render_report", "build_tokens", "REPORT_NAME", "MAX_ERROR_ROWS"]
@@ -417,32 +419,15 @@ def _plural(n: int, word: str) -> str:
 
 
 def _lift_level(value: Any, threshold: float | None) -> str:
-    """CSS class for a lift cell: how close it is to the gate's limit."""
-    v = _num(value)
-    if v is None or threshold is None:
-        return ""
-    if v > threshold:
-        return "lift-bad"
-    if v >= 0.75 * threshold:
-        return "lift-warn"
-    return "lift-ok"
+    """CSS class for a lift cell: how close its point estimate is to the gate's limit."""
+    level = point_level(value, threshold)
+    return f"lift-{level}" if level else ""
 
 
 def _interval_level(value: Any, ci: Any, threshold: float | None) -> str:
-    """Colour by the interval, as the gate decides: red when even its lower bound is above the
-    limit, amber when only part of it is, green when all of it is below. Summaries without
-    intervals fall back to the point estimate (:func:`_lift_level`)."""
-    if _num(value) is None or threshold is None:
-        return ""
-    interval = _ci(ci)
-    if interval is None:
-        return _lift_level(value, threshold)
-    lo, hi = interval
-    if lo > threshold:
-        return "lift-bad"
-    if hi > threshold:
-        return "lift-warn"
-    return "lift-ok"
+    """CSS class for a cell with an interval, coloured as the gate decides."""
+    level = interval_level(value, ci, threshold)
+    return f"lift-{level}" if level else ""
 
 
 def _flip_keys(summary: dict) -> list[str]:
@@ -699,14 +684,6 @@ def _plot_axis(domain: tuple[float, float], threshold: float | None, w: int = PL
             "t_x": limit["x"] if limit else 0}
 
 
-def _cf_status(level: str, n: float | None, min_n: float | None) -> str:
-    if not level:
-        return "none"
-    if level == "lift-bad" and min_n is not None and n is not None and n < min_n:
-        return "small"
-    return {"lift-bad": "bad", "lift-warn": "warn", "lift-ok": "ok"}[level]
-
-
 CF_STATUS = {
     "bad": ("tag-bad", "above limit", "The whole interval is above the threshold: the gate flags this class"),
     "warn": ("tag-warn", "inconclusive", "The interval reaches above the threshold but its lower bound does not"),
@@ -721,7 +698,7 @@ def _cf_row(name: str, stats: dict, r: str, threshold: float | None, domain: tup
     n_edit, n = stats.get(f"n_{r}_edited"), stats.get("n")
     effect, ci = stats.get(f"{r}_effect"), stats.get(f"{r}_effect_ci")
     level = _interval_level(effect, ci, threshold)
-    status = "none" if overall else _cf_status(level, _num(n), min_n)
+    status = "none" if overall else effect_status(level.removeprefix("lift-"), _num(n), min_n)
 
     def cell(value: Any, text: str, cls: str = "num", sub: str = "", title: str = "") -> dict[str, str]:
         return {"text": text, "sort": _sort_key(value), "cls": cls, "sub": sub, "title": title}
@@ -1271,26 +1248,12 @@ def _token_limits(summary: dict) -> dict[str, float | None]:
     return {k: _num(cfg.get(f"max_{k}")) for k in ("lift", "effect", "p_value")}
 
 
-def _token_status(t: dict, limits: dict[str, float | None], flagged: bool) -> tuple[str, str]:
-    """("flagged" | "spread" | "ok", why): why names the criteria a flagged token met."""
-    lift, p = _num(t.get("lift")), _num(t.get("p_value"))
-    ci = _ci(t.get("effect_ci"))
-    attended = lift is not None and limits["lift"] is not None and lift > limits["lift"]
-    effective = ci is not None and limits["effect"] is not None and ci[0] > limits["effect"]
-    if flagged:
-        return "flagged", ", ".join(w for w, on in (("lift", attended), ("effect", effective)) if on)
-    associated = p is not None and limits["p_value"] is not None and p < limits["p_value"]
-    if (attended or effective) and not associated and p is not None and limits["p_value"] is not None:
-        return "spread", ""
-    return "ok", ""
-
-
 def _token_row(rank: int, t: dict, crops: Any, limits: dict, flagged: bool, base: dict[str, float],
                domain: tuple[float, float] | None) -> dict[str, Any]:
     lab = token_label(t)
     key = str(t.get("token"))
     lift, effect, ci = t.get("lift"), t.get("effect"), t.get("effect_ci")
-    status, why = _token_status(t, limits, flagged)
+    status, why = token_status(t, limits, flagged)
     tag_cls, tag_text, tag_title = TOKEN_STATUS[status]
     level = _interval_level(effect, ci, limits["effect"])
     n_inst, removed, placebo = _num(t.get("n_instances")), t.get("flip_rate_removed"), t.get("flip_rate_placebo")
@@ -1658,7 +1621,7 @@ def build_context(
     token_crops: dict[str, list[np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
-    summary = _dict(summary)
+    summary = summary.to_dict() if isinstance(summary, Summary) else _dict(summary)
     regions = [str(r) for r in summary.get("regions") or []]
     errs = build_errors(errors)
     counterfactual = build_counterfactual(summary)
