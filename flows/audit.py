@@ -136,7 +136,7 @@ def _publish_artifact(summary: Summary, report: Path) -> None:
     for name, s in summary.classes.items():
         fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
         rows.append(f"| {name} | {s.n} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s.flagged else ''} |")
-    verdict = "PASSED" if summary.gate.passed else "FAILED"
+    verdict = "PASSED" if summary.passed else "FAILED"
     md = f"# camaudit {summary.name}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
     try:
         create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary.name.lower()))

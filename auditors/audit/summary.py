@@ -40,10 +40,11 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value of field or extra key ``key`` (a field's JSON name works too), else ``default``."""
+        """The value of key ``key`` (a field by name or JSON name, or an extra key), or
+        ``default`` when the record does not carry it (as summary.json would not)."""
         for name, info in type(self).model_fields.items():
             if key in (name, info.alias):
-                return getattr(self, name)
+                return getattr(self, name) if name in self.model_fields_set else default
         return (self.model_extra or {}).get(key, default)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +81,9 @@ class Failure(Record):
 
 
 class Gate(Record):
-    passed: bool
+    """The gate's decision (analysis/gate.py); ``passed`` is None where no decision was recorded."""
+
+    passed: bool | None = None
     failures: list[Failure] = Field(default_factory=list)
     max_text_lift: float | None = None
     max_text_effect: float | None = None
@@ -88,14 +91,14 @@ class Gate(Record):
 
 
 class Validation(Record):
-    success: bool
+    success: bool | None = None
     n_expectations: int = 0
     n_failed: int = 0
 
 
 class CamInfo(Record):
-    method: str
-    target: str
+    method: str | None = None
+    target: str | None = None
     target_layer: str | None = None
     device: str | None = None
 
@@ -167,41 +170,43 @@ class Summary(Record):
 
     name: str
     run_id: str
-    created_at: str
+    created_at: str | None = None
     camaudit_version: str
     config: dict[str, Any]
     n_images: int
-    n_failed: int = 0
-    n_region_errors: int = 0
-    n_degenerate: int = 0
+    n_failed: int | None = None
+    n_region_errors: int | None = None
+    n_degenerate: int | None = None
     group_by: str = "label"
     regions: list[str] = Field(default_factory=list)
     region_sources: dict[str, RegionSource] = Field(default_factory=dict)
-    cam: CamInfo
+    cam: CamInfo | None = None
     classes: dict[str, ClassStats] = Field(default_factory=dict)
     overall: GroupStats | None = None
     flagged_classes: list[str] = Field(default_factory=list)
-    gate: Gate
-    validation: Validation
+    gate: Gate | None = None
+    validation: Validation | None = None
     counterfactual: CounterfactualInfo | None = None
     stats: StatsInfo | None = None
     sanity: Sanity | None = None
     tokens: list[TokenEntry] | None = None
     flagged_tokens: list[str] = Field(default_factory=list)
-    timing: Timing = Field(default_factory=Timing)
+    timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.gate.passed
+        return self.gate is not None and self.gate.passed is True
 
-    def gate_config(self) -> GateConfig:
-        """The gate settings the run used (defaults where the config recorded none)."""
-        return GateConfig.model_validate(self.config.get("gate") or {})
+    def gate_config(self) -> GateConfig | None:
+        """The gate settings the run used; None when its config recorded no gate section."""
+        section = self.config.get("gate")
+        return GateConfig.model_validate(section) if isinstance(section, dict) else None
 
-    def tokens_config(self) -> TokensConfig:
-        """The token settings the run used (defaults where the config recorded none)."""
-        return TokensConfig.model_validate(self.config.get("tokens") or {})
+    def tokens_config(self) -> TokensConfig | None:
+        """The token settings the run used; None when its config recorded no tokens section."""
+        section = self.config.get("tokens")
+        return TokensConfig.model_validate(section) if isinstance(section, dict) else None
 
 
 def build_summary(
