@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_serializer, model_validator
 
 import auditors
 from auditors.audit.run_folder import json_safe
@@ -38,6 +38,22 @@ class Record(BaseModel):
     """A summary section: typed fields, extra keys kept, dict-style reads by key."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
+    #: Keys in the order they were given, so summary.json keeps the order the stages wrote.
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: Any) -> Any:
+        record = handler(data)
+        if isinstance(data, dict):
+            record._order = [str(k) for k in data]
+        return record
+
+    @model_serializer(mode="wrap")
+    def _in_given_order(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        order = [k for k in self._order if k in out]
+        return {**{k: out[k] for k in order}, **{k: v for k, v in out.items() if k not in order}}
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of key ``key`` (a field by name or JSON name, or an extra key), or
