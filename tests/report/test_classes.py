@@ -9,9 +9,9 @@ from auditors.report import render_report
 from auditors.report.classes import build_class_table
 from auditors.report.verdict import build_verdict
 from tests.browser import console_errors
-from tests.report.builders import (
-    cf_summary, images_v01, make_errors, make_gallery, summary_v01, validation_result, visible_text,
-)
+from tests.report.builders import cf_summary, images_v01, make_errors, summary_v01, validation_result
+from tests.report.html_text import visible_text
+from tests.report.galleries import make_gallery
 
 
 def class_column(driver, col: int) -> list[str]:

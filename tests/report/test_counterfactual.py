@@ -9,9 +9,9 @@ from auditors.report import render_report
 from auditors.report.counterfactual import build_counterfactual
 from auditors.report.sanity import build_sanity
 from tests.browser import console_errors
-from tests.report.builders import (
-    cf_summary, images_for, make_cf_gallery, make_errors, validation_result, visible_text,
-)
+from tests.report.builders import cf_summary, images_for, make_errors, validation_result
+from tests.report.html_text import visible_text
+from tests.report.galleries import make_cf_gallery
 
 
 def cf_html(summary: Summary, gallery: list | None = None) -> str:

@@ -10,7 +10,9 @@ import numpy as np
 
 from auditors.report import render_report
 from auditors.report.images import png_data_uri
-from tests.report.builders import cf_summary, make_cf_gallery, make_gallery, summary_v01, visible_text
+from tests.report.builders import cf_summary, summary_v01
+from tests.report.html_text import visible_text
+from tests.report.galleries import make_cf_gallery, make_gallery
 
 
 def test_gallery_images_loaded(page):

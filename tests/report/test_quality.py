@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from auditors.report import render_report
 from auditors.report.quality import MAX_ERROR_ROWS
-from tests.report.builders import make_errors, realistic_summary, validation_result, visible_text
+from tests.report.builders import make_errors, realistic_summary, validation_result
+from tests.report.html_text import visible_text
 
 
 def test_errors_table_is_capped():

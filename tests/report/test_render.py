@@ -14,10 +14,11 @@ from auditors.audit.summary import Summary
 from auditors.report import render_report, write_report
 from tests.browser import console_errors, full_page_png, open_file
 from tests.report.builders import (
-    HOSTILE_CLASS, HOSTILE_PATH, cf_report, cf_summary, class_stats, empty_report, images_v01, make_cf_gallery,
-    make_errors, make_gallery, parse, realistic_report, realistic_summary, summary_v01, token_report,
-    validation_result, visible_text, with_effect, with_intervals,
+    HOSTILE_CLASS, HOSTILE_PATH, cf_report, cf_summary, class_stats, empty_report, images_v01, make_errors,
+    realistic_report, realistic_summary, summary_v01, token_report, validation_result, with_effect, with_intervals,
 )
+from tests.report.html_text import parse, visible_text
+from tests.report.galleries import make_cf_gallery, make_gallery
 
 
 # --------------------------------------------------------------------------- browser

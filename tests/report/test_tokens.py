@@ -15,9 +15,11 @@ from auditors.report import render_report
 from auditors.report.tokens import build_tokens
 from tests.browser import console_errors
 from tests.report.builders import (
-    HOSTILE_CLASS, HOSTILE_PATH, HOSTILE_TOKEN, MARK_SENTENCE, NEW_SENTENCE, _badge, make_errors, make_token_crops,
-    make_token_examples, parse, summary_v01, token_entries, token_entry, token_summary, visible_text,
+    HOSTILE_CLASS, HOSTILE_PATH, HOSTILE_TOKEN, MARK_SENTENCE, NEW_SENTENCE, make_errors, summary_v01,
+    token_entries, token_entry, token_summary,
 )
+from tests.report.html_text import parse, visible_text
+from tests.report.galleries import badge, make_token_crops, make_token_examples
 from tests.report.test_counterfactual import cf_html, cf_text
 
 
@@ -86,7 +88,7 @@ def test_token_section_content_and_gallery():
 def test_token_section_states_and_older_summaries():
     summary = summary_v01()  # predates tokens: no section, even if examples are passed
     html = render_report(summary, None, [], {}, None, token_examples={"text:new": make_token_examples(n=1)},
-                         token_crops={"text:new": [_badge("NEW")]})
+                         token_crops={"text:new": [badge("NEW")]})
     assert 'id="tokens"' not in html and "<img" not in html
     none_found = token_summary(token_table=[])
     assert "No text recurs on 3 or more images" in cf_text(none_found)
@@ -146,7 +148,7 @@ def test_hostile_token_strings_are_escaped():
     item = make_token_examples(n=1)[0]
     item.path, item.edits["token_removed"]["pred"] = HOSTILE_PATH, HOSTILE_CLASS
     html = render_report(summary, None, [], {}, None, token_examples={"text:" + HOSTILE_TOKEN: [item]},
-                         token_crops={"text:" + HOSTILE_TOKEN: [_badge("X")]})
+                         token_crops={"text:" + HOSTILE_TOKEN: [badge("X")]})
     doc = parse(html)
     assert "<script>window" not in html and '<img id="injected"' not in html and "<img src=x" not in html
     assert [t for t, _ in doc.tags].count("script") == 1
