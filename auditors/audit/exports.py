@@ -17,13 +17,19 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from auditors.audit.run_folder import RunFolder
+from auditors.audit.variants import target_columns
+from auditors.config.schema import AuditConfig
 from auditors.regions import Region
+from auditors.regions.build import region_names
 
 __all__ = ["REGION_SCHEMA", "region_rows", "write_regions_part", "merge_regions", "write_cams_part", "merge_cams"]
 
@@ -123,7 +129,7 @@ def merge_cams(parts: Path, dest: Path) -> int:
     return n
 
 
-def write_chunk_exports(parts: Path, index: int, result: Any, write_part: Any) -> None:
+def write_chunk_exports(parts: Path, index: int, result: Any, write_part: Callable[..., Path]) -> None:
     """Stream one chunk's exports to part files (``result``: a ChunkResult; ``write_part``: RunFolder.write_part)."""
     write_regions_part(parts, index, result.regions)
     if result.targets is not None:
@@ -132,13 +138,8 @@ def write_chunk_exports(parts: Path, index: int, result: Any, write_part: Any) -
         write_cams_part(parts, index, result.cams)
 
 
-def merge_exports(cfg: Any, folder: Any) -> None:
+def merge_exports(cfg: AuditConfig, folder: RunFolder) -> None:
     """regions.parquet always; targets.parquet for cam.target: topk; cams.npz for output.save_cams."""
-    import pandas as pd
-
-    from auditors.audit.variants import target_columns
-    from auditors.regions.build import region_names
-
     merge_regions(folder.parts, folder.dir / "regions.parquet")
     if cfg.cam.target == "topk":
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in target_columns(cfg, region_names(cfg)).items()})
