@@ -16,8 +16,10 @@ import pandas as pd
 import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.exports import region_rows
 from auditors.audit.oom import compute_with_backoff
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
+from auditors.audit.variants import CamRun, layer_values, run_cams, saved_maps, target_columns, target_rows
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
@@ -38,11 +40,14 @@ class ChunkResult:
     instances: pd.DataFrame | None = None
     gallery: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    targets: pd.DataFrame | None = None  # cam.target: topk, one row per image and rank
+    regions: list[dict] = field(default_factory=list)  # regions.parquet rows
+    cams: dict[str, np.ndarray] = field(default_factory=dict)  # output.save_cams
 
 
 def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
-    """Class indices for ``cam.target``: None (predicted), true labels, or one named class."""
-    if target == "predicted":
+    """Class indices for ``cam.target``: None (predicted / top-k), true labels, or one named class."""
+    if target in ("predicted", "topk"):
         return None
     index = {c: i for i, c in enumerate(classes)}
     if target == "label":
@@ -64,13 +69,13 @@ def audit_chunk(
     cache_path: Path | None,
     *,
     instances: bool | None = None,
-    on_batch: Callable[[list[dict], list[list[dict]] | None], None] | None = None,
+    on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]]], None] | None = None,
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
 
     ``instances``: compute per-instance text rows even when the token stage is off (the result
     cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
-    instances_per_row)`` is called after every batch, so finished work can be stored before a
+    instances_per_row, region_rows_per_row)`` is called after every batch, so finished work can be stored before a
     crash or kill loses the rest of the chunk.
     """
     device = select_device(cfg.cam.device)
@@ -88,6 +93,9 @@ def audit_chunk(
     with_instances = wants_instances(cfg) if instances is None else (instances and "text" in regions)
     stats_extra = {"oom_splits": 0}
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
+    target_records: list[dict] = []
+    region_records: list[dict] = []
+    cams: dict[str, np.ndarray] = {}
 
     for batch in chunked(entries, cfg.cam.batch_size):
         loaded = load_batch(batch, root, prep, errors)
@@ -104,9 +112,15 @@ def audit_chunk(
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            cam = compute_with_backoff(engine, to_input([item.model_view for item in loaded], prep, device), targets, stats_extra)
+            x = to_input([item.model_view for item in loaded], prep, device)
+            if cfg.cam.target == "topk":
+                run = run_cams(engine, cfg, x, targets)
+            else:  # one map per image: a CUDA out-of-memory batch is halved and retried
+                run = CamRun(compute_with_backoff(engine, x, targets, stats_extra))
+            cam = run.primary
             maps = upsample_maps(cam.maps, size)
-            met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
+            masks_t = torch.from_numpy(masks).to(device)
+            met = region_metrics(maps, masks_t, cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
             for name in met:  # a region that could not be built has no metrics, not zero ones
                 met[name][failed] = np.nan
@@ -121,11 +135,20 @@ def audit_chunk(
                 cf_cols, cf_views = region_counterfactuals(
                     engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
                 )
+            tol = cfg.cam.pointing_tolerance
+            by_layer = layer_values(cam.layer_maps, masks_t, regions, size, tol, failed)
+            if run.maps is not None:
+                base = [{"path": it.entry.path, "label": it.entry.label, "pred": class_name(classes, int(pred[i])),
+                         "confidence": float(conf[i])} for i, it in enumerate(loaded)]
+                target_records += target_rows(run, base, masks_t, regions, size, tol, failed, classes)
+            if cfg.output.save_cams:
+                cams.update(saved_maps(run, [it.entry.path for it in loaded]))
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
         first = len(records)
         batch_instances: list[list[dict]] = []
+        batch_regions: list[list[dict]] = []
         for i, item in enumerate(loaded):
             row = {
                 "path": item.entry.path,
@@ -144,6 +167,11 @@ def audit_chunk(
                 for name in ("mass", "area", "lift", "hit"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
             row.update(cf_cols[i])
+            row.update(by_layer[i])
+            if run.maps is not None:
+                row["target_rank"] = 0
+            batch_regions.append(region_rows(row["path"], per_image[i], row["height"], row["width"]))
+            region_records += batch_regions[-1]
             if with_instances and "text" in per_image[i]:
                 inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
                                      item.placement, maps[i], cfg.regions.text.min_score)
@@ -154,7 +182,7 @@ def audit_chunk(
                 batch_instances.append([])
             records.append(row)
         if on_batch is not None:
-            on_batch(records[first:], batch_instances if with_instances else None)
+            on_batch(records[first:], batch_instances if with_instances else None, batch_regions)
         if k and rank_region is not None:
             j = regions.index(rank_region)
             ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)
@@ -172,7 +200,7 @@ def audit_chunk(
                     )
                 )
             gallery = top_k(gallery, k)
-        del loaded, per_image, maps, cam, cf_views
+        del loaded, per_image, maps, cam, cf_views, run
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
@@ -185,6 +213,11 @@ def audit_chunk(
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
-    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances)
+    targets_df = None
+    if cfg.cam.target == "topk":
+        tcols = target_columns(cfg, regions)
+        targets_df = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
+    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
+                       targets=targets_df, regions=region_records, cams=cams)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.audit.chunk import ChunkResult, audit_chunk
-from auditors.audit.result_cache import ResultSpec, ResultStore, image_key, to_json_value, weights_fingerprint
+from auditors.audit.result_cache import ResultSpec, ResultStore, image_key, region_payload, to_json_value, weights_fingerprint
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash
@@ -82,15 +82,16 @@ def audit_images(
         missing = [e for e in entries if keys.get(e.path) not in found]
         computed: dict[str, dict[str, Any]] = {}  # path -> payload, as a later run would read it
 
-        def keep(rows: list[dict], instances: list[list[dict]] | None) -> None:
+        def keep(rows: list[dict], instances: list[list[dict]] | None, regions: list[list[dict]]) -> None:
             batch = {}
             for i, row in enumerate(rows):
                 key = image_key(cfg, row["content_hash"], row["label"], row["path"])
                 inst = None if instances is None else instances[i]
-                batch[key] = (row, inst)
+                batch[key] = (row, inst, regions[i])
                 computed[row["path"]] = {
                     "row": {c: to_json_value(row.get(c)) for c in store.columns},
                     "instances": None if inst is None else [{c: to_json_value(r.get(c)) for c in store.instance_columns} for r in inst],
+                    "regions": region_payload(regions[i]),
                 }
             store.put_many(batch)
 
@@ -110,7 +111,7 @@ def _assemble(
     result: ChunkResult, rejected: int,
 ) -> ChunkResult:
     """Rows in entry order, stored and computed alike built from the same JSON values."""
-    records, inst_records = [], []
+    records, inst_records, region_records = [], [], []
     for e in entries:
         payload = computed.get(e.path) or found.get(keys.get(e.path, ""))
         if payload is None:  # failed: its error is in result.errors
@@ -118,6 +119,7 @@ def _assemble(
         records.append({"path": e.path, "label": e.label, **payload["row"]})
         for r in payload["instances"] or []:
             inst_records.append({"path": e.path, "label": e.label, **r})
+        region_records.extend({"path": e.path, **r} for r in payload["regions"])
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)).astype(columns) if records else empty_rows(cfg)
     instances = None
@@ -132,7 +134,10 @@ def _assemble(
         "rows_computed": len(computed),
         "rows_rejected": rejected,
     })
-    return ChunkResult(rows=rows, errors=result.errors, instances=instances, gallery=[], stats=stats)
+    # cam.target: topk and output.save_cams exports come from this run's computation only
+    # (the store is not read for them: see result_cache.readable).
+    return ChunkResult(rows=rows, errors=result.errors, instances=instances, gallery=[], stats=stats,
+                       targets=result.targets, regions=region_records, cams=result.cams)
 
 
 def gallery_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,

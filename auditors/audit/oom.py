@@ -43,5 +43,6 @@ def compute_with_backoff(engine: CamEngine, x: torch.Tensor, targets: torch.Tens
             logits=torch.cat([p.logits for p in parts]),
             targets=torch.cat([p.targets for p in parts]),
             degenerate=torch.cat([p.degenerate for p in parts]),
+            layer_maps={n: torch.cat([p.layer_maps[n] for p in parts]) for n in parts[0].layer_maps},
         )
     return out

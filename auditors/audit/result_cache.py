@@ -39,11 +39,11 @@ from auditors.config.schema import AuditConfig
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.regions.cache import RegionCache
 
-__all__ = ["RESULT_FORMAT", "ResultSpec", "ResultStore", "result_setting", "image_key", "weights_fingerprint",
+__all__ = ["region_payload", "readable", "RESULT_FORMAT", "ResultSpec", "ResultStore", "result_setting", "image_key", "weights_fingerprint",
            "stored_columns", "to_json_value"]
 
 #: Bump when the payload layout changes: older entries then fail verification and are recomputed.
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 
 #: Packages whose source decides row values (report, analysis and flows do not).
 _ROW_SOURCES = ("cam", "data", "measure", "regions", "interventions", "models")
@@ -171,6 +171,43 @@ def to_json_value(v: Any) -> Any:
     raise TypeError(f"row value {v!r} ({type(v).__name__}) is not a plain value")
 
 
+def region_payload(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """regions.parquet rows of one image as plain JSON, without the path (it is the entry's)."""
+    out = []
+    for r in rows:
+        item = {}
+        for k, v in r.items():
+            if k == "path":
+                continue
+            if isinstance(v, (list, tuple, np.ndarray)):
+                item[k] = [float(x) for x in v]
+            else:
+                item[k] = to_json_value(v)
+        out.append(item)
+    return out
+
+
+def readable(cfg: AuditConfig) -> bool:
+    """Whether stored rows can serve this config: per-image exports that are not stored
+    (top-k targets.parquet, cams.npz) need every image computed in this run."""
+    return cfg.run.cache and cfg.cam.target != "topk" and not cfg.output.save_cams
+
+
+def _regions_ok(rows: Any) -> bool:
+    if not isinstance(rows, list):
+        return False
+    for r in rows:
+        if not isinstance(r, dict) or not isinstance(r.get("region"), str):
+            return False
+        for v in r.values():
+            if isinstance(v, list):
+                if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    return False
+            elif v is not None and not isinstance(v, (str, int, float, bool)):
+                return False
+    return True
+
+
 def _type_ok(value: Any, dtype: str) -> bool:
     if value is None:
         return dtype not in ("int64",)
@@ -216,21 +253,24 @@ class ResultStore:
             return False
         if not _row_ok(payload.get("row"), self.columns):
             return False
+        if not _regions_ok(payload.get("regions")):
+            return False
         inst = payload.get("instances")
         if not self.text:
             return inst is None
         return isinstance(inst, list) and all(_row_ok(r, self.instance_columns) for r in inst)
 
-    def put_many(self, items: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None]]) -> None:
-        """Store rows (and instance rows) computed this run, in one transaction."""
+    def put_many(self, items: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, list[dict[str, Any]]]]) -> None:
+        """Store rows (instance rows, region rows) computed this run, in one transaction."""
         payloads = {}
-        for key, (row, inst) in items.items():
+        for key, (row, inst, regions) in items.items():
             payload = {
                 "format": RESULT_FORMAT, "key": key, "setting": self.spec.setting,
                 "row": {c: to_json_value(row.get(c)) for c in self.columns},
                 "instances": None if inst is None else [
                     {c: to_json_value(r.get(c)) for c in self.instance_columns} for r in inst
                 ],
+                "regions": region_payload(regions),
             }
             if self._verify(key, payload):  # never store what a later run would reject
                 payloads[key] = payload

@@ -100,6 +100,10 @@ def test_growth_recomputes_only_new_images_and_inserted_files_do_not_shift_work(
     # The gallery is rebuilt from the table even when every row was reused.
     third = run_audit(cfg)
     assert _counts(third) == (13, 0)
+    # regions.parquet (every region shape per image) is rebuilt from the stored rows too
+    reg = lambda r: pd.read_parquet(r.run_dir / "regions.parquet").sort_values(["path", "region", "shape"]).reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(reg(second), reg(third))
+    assert set(reg(third)["path"]) == set(_rows(third).index)
     assert "gallery" in (third.run_dir / "report.html").read_text().lower()
 
 
@@ -184,7 +188,7 @@ def test_tampered_and_pickled_cache_entries_are_never_trusted_or_run(poster_fold
     entries = _entries(tmp_path / "cache")
     assert len(entries) == 12
     payload = json.loads(entries[0][2])
-    assert set(payload) == {"format", "key", "setting", "row", "instances"}
+    assert set(payload) == {"format", "key", "setting", "row", "instances", "regions"}
     marker = tmp_path / "pwned"
     blob = pickle.dumps(_Boom(str(marker)))
     con = sqlite3.connect(tmp_path / "cache" / "results.sqlite")
