@@ -27,7 +27,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
 from auditors.analysis.aggregate import aggregate
-from auditors.analysis.gate import apply_gate
+from auditors.analysis.gate import apply_gate, apply_regression_rule
+from auditors.history import compare_with_history, write_index
+from auditors.tracking import track_run
 from auditors.config import AuditConfig, config_from_dict
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
@@ -163,6 +165,9 @@ def finalize(
     per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
     cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
     gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
+    # --- history (issue 13): change against earlier runs; regression rule against gate.baseline ---
+    history = compare_with_history(cfg, run_id, per_class, images, by)
+    gate = apply_regression_rule(gate, per_class, history["baseline"], cfg.gate)
     token_failures = _token_failures(tokens)
     if token_failures:
         gate["passed"] = False
@@ -199,6 +204,7 @@ def finalize(
         "flagged_tokens": [t["token"] for t in tokens.summary if t["flagged"]] if tokens is not None else [],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
+        "history": history,
     }
     write_json(folder.summary, summary)
     write_report(
@@ -207,6 +213,24 @@ def finalize(
         token_crops=tokens.crops if tokens is not None else None,
     )
     return summary
+
+
+@task(name="history-index")
+def history_index_task(cfg: AuditConfig) -> str | None:
+    """Regenerate <output.dir>/<name>/index.html; a failure here never fails the audit."""
+    try:
+        return str(write_index(Path(cfg.output.dir) / cfg.name, cfg.name))
+    except Exception as exc:  # the run's own files are the contract; the index is a convenience
+        print(f"camaudit: warning: could not write the history index: {type(exc).__name__}: {exc}")
+        return None
+
+
+@task(name="track")
+def track_task(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery: list[GalleryItem]) -> dict[str, Any]:
+    """Log the finished run to the configured experiment trackers (MLflow, W&B); ids go to tracking.json."""
+    result = track_run(cfg, run_dir, summary, gallery)
+    write_json(Path(run_dir) / "tracking.json", result)
+    return result
 
 
 def _publish_artifact(summary: dict[str, Any], report: Path) -> None:
@@ -275,6 +299,9 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
     _publish_artifact(summary, folder.report)
+    history_index_task(cfg)
+    if cfg.tracking.mlflow or cfg.tracking.wandb:
+        summary["tracking"] = track_task(cfg, folder.dir, summary, gallery)
     return summary
 
 

@@ -36,6 +36,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from auditors.measure.gallery import GalleryItem
+from auditors.report.history_section import build_history, regression_sentence
 
 __all__ = ["write_report", "render_report", "build_tokens", "REPORT_NAME", "MAX_ERROR_ROWS"]
 
@@ -305,6 +306,10 @@ def _findings(summary: dict) -> list[dict[str, str]]:
             out.append({"sentence": token_sentence(tokens.get(key, {"token": key}), f, _ci_level(summary)),
                         "rule": rule, "token": key})
             covered_tokens.add(key)
+            continue
+        if rule.startswith("regression_"):  # issue 13: regression against a baseline run
+            out.append({"sentence": regression_sentence(f), "rule": rule})
+            covered.add(str(cls))
             continue
         stats = _dict(classes.get(cls)) if cls is not None else _dict(summary.get("overall"))
         sentence = _finding_sentence(cls, rule, f.get("value"), f.get("threshold"), stats,
@@ -1676,6 +1681,7 @@ def build_context(
         "counterfactual": counterfactual,
         "tokens": build_tokens(summary, token_examples, token_crops),
         "sanity": build_sanity(summary),
+        "history": build_history(summary),  # issue 13: change against earlier runs
         "methods": build_methods(summary),
         "counts": build_counts(summary, images, errs["total"]),
         "cam_status": _cam_status_counts(images),
