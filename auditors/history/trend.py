@@ -38,6 +38,9 @@ def trend_svg(points: list[TrendPoint], label: str, limit: float | None = None) 
     if not values:
         return Markup('<span class="muted">\u2014</span>')
     span_vals = values + [c for p in points if p.ci for c in p.ci if _finite(c) is not None]
+    d_lo, d_hi = min(span_vals), max(span_vals)
+    if limit is not None and limit > d_hi + max(d_hi - d_lo, abs(d_hi)):
+        limit = None  # far above every value: drawing it would flatten the trend into one line
     if limit is not None:
         span_vals.append(limit)
     lo, hi = min(span_vals), max(span_vals)
