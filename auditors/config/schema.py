@@ -321,6 +321,9 @@ class MlflowTrackingConfig(_Strict):
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000.")
     experiment: str = Field(default="camaudit", min_length=1, description="Experiment name (created when missing).")
     run_name: str | None = Field(default=None, description="MLflow run name; default: <name>-<run-id>.")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root of a newly created experiment (e.g. a folder); default: MLflow's."
+    )
 
     @model_validator(mode="after")
     def _installed(self) -> MlflowTrackingConfig:

@@ -31,7 +31,7 @@ class MlflowTracker:
         s = self.settings
         client = MlflowClient(tracking_uri=s.tracking_uri)
         exp = client.get_experiment_by_name(s.experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(s.experiment)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(s.experiment, artifact_location=s.artifact_location)
         run = client.create_run(exp_id, run_name=s.run_name or f"{payload.name}-{payload.run_id}",
                                 tags=payload.tags)
         rid = run.info.run_id
