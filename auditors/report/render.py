@@ -1653,6 +1653,19 @@ def _csp(script: str) -> str:
     )
 
 
+#: Above this many model classes (ImageNet: 1000), classes without audited images are not listed.
+MAX_EMPTY_CLASS_ROWS = 30
+
+
+def _listed_classes(summary: dict) -> tuple[dict, int]:
+    """The summary with only classes that have images when the model has many classes, and how many were left out."""
+    classes = _dict(summary.get("classes"))
+    if len(classes) <= MAX_EMPTY_CLASS_ROWS:
+        return summary, 0
+    kept = {k: v for k, v in classes.items() if (_num(_dict(v).get("n")) or 0) > 0}
+    return {**summary, "classes": kept}, len(classes) - len(kept)
+
+
 def build_context(
     summary: dict,
     images: pd.DataFrame | None,
@@ -1666,7 +1679,8 @@ def build_context(
     summary = _dict(summary)
     regions = [str(r) for r in summary.get("regions") or []]
     errs = build_errors(errors)
-    counterfactual = build_counterfactual(summary)
+    listed, n_hidden = _listed_classes(summary)
+    counterfactual = build_counterfactual(listed)
     cf_regions = [b["region"] for b in counterfactual["blocks"]] if counterfactual else []
     return {
         "name": _text(summary.get("name")),
@@ -1675,7 +1689,7 @@ def build_context(
         "version": _text(summary.get("camaudit_version")),
         "settings": build_settings(summary),
         "verdict": build_verdict(summary, validation),
-        "table": build_class_table(summary),
+        "table": {**build_class_table(listed), "hidden_empty": n_hidden},
         "gallery": build_gallery(gallery, regions, {r: _lift_threshold(summary, r) for r in regions or ["text"]},
                                  edit_order=cf_regions),
         "counterfactual": counterfactual,
