@@ -49,8 +49,8 @@ def build_efficientnet_lite0() -> torch.nn.Module:
 
 
 def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet class names (torchvision's offline list), made unique: ImageNet has two
-    'crane' and two 'maillot' classes, and camaudit maps labels to indices by name."""
+    """The 1000 ImageNet class names (torchvision's offline list); any repeated name would get its
+    index appended, because camaudit maps labels to indices by name."""
     from torchvision.models import ResNet18_Weights
 
     names = list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
