@@ -85,8 +85,12 @@ def _interval_gap(cur: dict, ref: dict, key: str) -> list[float] | None:
 
 def _load_images(run: RunRecord, by: str) -> pd.DataFrame | None:
     path = run.dir / "images.parquet"
+    wanted = {by, "cam_status", *(c for cols, _ in METRICS.values() for c in cols)}
     try:
-        df = pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        present = set(pq.read_schema(path).names)
+        df = pd.read_parquet(path, columns=sorted(wanted & present))  # a 1M-row table: only what is compared
     except Exception:  # missing or unreadable: fall back to the summary intervals
         return None
     if by not in df.columns or "cam_status" not in df.columns:
