@@ -94,6 +94,8 @@ def build_payload(run_dir: Path, summary: dict[str, Any], gallery: list[GalleryI
                                  "gate_passed": float(bool(summary["gate"]["passed"])),
                                  "n_flagged_classes": float(len(summary.get("flagged_classes") or []))}
     for cls, stats in (summary.get("classes") or {}).items():
+        if not stats.get("n"):
+            continue  # a 1000-class model: only classes with audited images carry numbers
         metrics.update({metric_key("class", str(cls), k): v for k, v in _numbers(stats).items()})
     metrics.update({metric_key("overall", k): v for k, v in _numbers(summary.get("overall") or {}).items()})
     gate = summary["gate"]
