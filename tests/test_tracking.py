@@ -120,3 +120,20 @@ def test_installed_extras_validate(tmp_path):
     with pytest.raises(ConfigError, match=r"tracking.wandb.mode"):
         config_from_dict({"name": "a", "dataset": {"root": str(tmp_path)}, "model": {"arch": "resnet18"},
                           "tracking": {"wandb": {"project": "p", "mode": "cloud"}}})
+
+
+@pytest.mark.slow
+def test_a_failing_tracker_is_reported_and_the_audit_stands(tmp_path, capsys):
+    """A store that cannot be opened (its "folder" is a file): the error is returned, nothing raises."""
+    from auditors.tracking import track_run
+
+    (tmp_path / "not-a-dir").write_text("x")
+    cfg = config_from_dict({"name": "a", "dataset": {"root": str(tmp_path)}, "model": {"arch": "resnet18"},
+                            "tracking": {"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'not-a-dir' / 'x.db'}"}}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("{}")
+    summary = {"name": "a", "run_id": "r1", "n_images": 1, "gate": {"passed": True}, "classes": {"c": {"n": 1, "text_lift": 1.0}}}
+    out = track_run(cfg, run_dir, summary, [])
+    assert set(out) == {"mlflow"} and "error" in out["mlflow"]
+    assert "mlflow tracking failed" in capsys.readouterr().err
