@@ -47,7 +47,7 @@ def _config(root, tmp_path, factory: str, **gate):
     return config_from_dict({
         "name": "nightly",
         "dataset": {"root": str(root)},
-        "model": {"factory": f"tests.test_history:{factory}", "input_size": [64, 64], "classes": ["alpha", "beta", "gamma"]},
+        "model": {"factory": f"tests.history.test_history_flow:{factory}", "input_size": [64, 64], "classes": ["alpha", "beta", "gamma"]},
         "cam": {"batch_size": 6},
         "tokens": {"enabled": False},
         "sanity": {"enabled": False},

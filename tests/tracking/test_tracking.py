@@ -15,9 +15,9 @@ from auditors.config import config_from_dict
 from auditors.errors import ConfigError
 from flows.audit import run_audit
 from tests.conftest import build_tiny_cnn
-from tests.wandb_log import records
+from tests.tracking.wandb_log import records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(root, tmp_path, tracking):
@@ -129,7 +129,8 @@ def test_a_failing_tracker_is_reported_and_the_audit_stands(tmp_path, capsys):
 
     (tmp_path / "not-a-dir").write_text("x")
     cfg = config_from_dict({"name": "a", "dataset": {"root": str(tmp_path)}, "model": {"arch": "resnet18"},
-                            "tracking": {"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'not-a-dir' / 'x.db'}"}}})
+                            "tracking": {"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'not-a-dir' / 'x.db'}",
+                                                     "artifact_location": str(tmp_path / "artifacts")}}})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "summary.json").write_text("{}")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_pretrained_weights_load_from_the_package_and_classify_real_photos():
