@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from auditors.analysis.stats import finite
 from auditors.config import config_from_dict
 
 __all__ = ["run_imagenet_example", "watermark_findings"]
-
-
-def _f(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def watermark_findings(images: pd.DataFrame, summary: dict[str, Any], clean: dict[str, dict]) -> dict[str, Any]:
@@ -40,23 +31,23 @@ def watermark_findings(images: pd.DataFrame, summary: dict[str, Any], clean: dic
         c = clean.get(row.path, {})
         per_image.append({
             "path": row.path, "clean_pred": row.label, "clean_confidence": c.get("clean_confidence"),
-            "stamped_pred": row.pred, "stamped_confidence": _f(row.confidence), "moved": row.pred != row.label,
-            "watermark_lift": _f(getattr(row, "watermark_lift", None)), "text_lift": _f(getattr(row, "text_lift", None)),
+            "stamped_pred": row.pred, "stamped_confidence": finite(row.confidence), "moved": row.pred != row.label,
+            "watermark_lift": finite(getattr(row, "watermark_lift", None)), "text_lift": finite(getattr(row, "text_lift", None)),
             "watermark_removed_pred": getattr(row, "watermark_removed_pred", None),
-            "watermark_effect": _f(getattr(row, "watermark_effect", None)),
+            "watermark_effect": finite(getattr(row, "watermark_effect", None)),
         })
     return {
         "n_images": int(len(ok)),
         "moved_by_watermark": int(moved.sum()),
-        "moved_share": _f(moved.mean()) if len(moved) else None,
+        "moved_share": finite(moved.mean()) if len(moved) else None,
         "moved_share_ci": mean_ci(moved, boot, level, 7),
         "restored_by_removing_watermark": restored,
-        "watermark_lift": _f(overall.get("watermark_lift")), "watermark_lift_ci": overall.get("watermark_lift_ci"),
-        "watermark_area": _f(overall.get("watermark_area")),
-        "watermark_effect": _f(overall.get("watermark_effect")), "watermark_effect_ci": overall.get("watermark_effect_ci"),
-        "text_lift": _f(overall.get("text_lift")), "text_lift_ci": overall.get("text_lift_ci"),
-        "flip_rate_watermark_removed": _f(overall.get("flip_rate_watermark_removed")),
-        "flip_rate_watermark_placebo": _f(overall.get("flip_rate_watermark_placebo")),
+        "watermark_lift": finite(overall.get("watermark_lift")), "watermark_lift_ci": overall.get("watermark_lift_ci"),
+        "watermark_area": finite(overall.get("watermark_area")),
+        "watermark_effect": finite(overall.get("watermark_effect")), "watermark_effect_ci": overall.get("watermark_effect_ci"),
+        "text_lift": finite(overall.get("text_lift")), "text_lift_ci": overall.get("text_lift_ci"),
+        "flip_rate_watermark_removed": finite(overall.get("flip_rate_watermark_removed")),
+        "flip_rate_watermark_placebo": finite(overall.get("flip_rate_watermark_placebo")),
         "reading": "moved = top-1 on the stamped photo differs from top-1 on the clean photo; lift = Grad-CAM mass on "
                    "the watermark box / its area (1 = uniform); effect = confidence drop of the stamped prediction when "
                    "the watermark is inpainted away minus the drop from a same-shape placebo edit",
@@ -65,7 +56,7 @@ def watermark_findings(images: pd.DataFrame, summary: dict[str, Any], clean: dic
 
 
 def _pct(v: Any) -> str:
-    return "—" if _f(v) is None else f"{100 * float(v):.0f}%"
+    return "—" if finite(v) is None else f"{100 * float(v):.0f}%"
 
 
 def _ci(ci: Any, fmt: str = "{:.2f}") -> str:

@@ -12,14 +12,13 @@ interval difference ``[cur_lo - ref_hi, cur_hi - ref_lo]`` from the two summarie
 
 from __future__ import annotations
 
-import math
 import zlib
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
+from auditors.analysis.stats import finite
 from auditors.config.schema import AuditConfig
 from auditors.history.runs import RunRecord, audit_dir, load_runs, reference_run
 
@@ -35,14 +34,6 @@ METRICS: dict[str, tuple[tuple[str, ...], Callable[..., np.ndarray]]] = {
 _BLOCK_CELLS = 2_000_000
 BOOTSTRAP = "percentile bootstrap of the difference, images of both runs resampled independently"
 INTERVALS = "interval difference [current lower - reference upper, current upper - reference lower] (reference images.parquet missing)"
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _replicates(data: np.ndarray, stat: Callable[..., np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,7 +103,7 @@ def compare_runs(
             continue
         entry: dict[str, Any] = {"n": cur.get("n"), "n_reference": ref.get("n")}
         for key, (cols, stat) in METRICS.items():
-            c, r = _finite(cur.get(key)), _finite(ref.get(key))
+            c, r = finite(cur.get(key)), finite(ref.get(key))
             if c is None or r is None:
                 continue
             ci, method = None, "intervals"

@@ -15,10 +15,12 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from auditors.history.runs import RunRecord, load_runs
+from auditors.analysis.stats import finite
+from auditors.config.schema import AuditConfig
+from auditors.history.runs import RunRecord, audit_dir, load_runs
 from auditors.history.trend import TrendPoint, trend_svg
 
-__all__ = ["INDEX_NAME", "CSP", "write_index", "render_index"]
+__all__ = ["INDEX_NAME", "CSP", "write_index", "refresh_index", "render_index"]
 
 INDEX_NAME = "index.html"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; base-uri 'none'; form-action 'none'"
@@ -32,16 +34,8 @@ def _fmt_date(value: Any) -> str:
         return str(value or "\u2014")
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if f == f and abs(f) != float("inf") else None
-
-
 def _ci(v: Any) -> tuple[float, float] | None:
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(c) is not None for c in v):
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(finite(c) is not None for c in v):
         return float(v[0]), float(v[1])
     return None
 
@@ -69,12 +63,12 @@ def _trends(runs: list[RunRecord]) -> tuple[list[dict[str, Any]], bool]:
     for r in reversed(runs):  # newest run's class order first, then classes only older runs had
         classes += [c for c in r.classes if c not in classes]
     latest_gate = (runs[-1].summary.get("gate") or {}) if runs else {}
-    lift_limit, effect_limit = _num(latest_gate.get("max_text_lift")), _num(latest_gate.get("max_text_effect"))
-    has_effect = any(_num((r.classes.get(c) or {}).get("text_effect")) is not None for r in runs for c in classes)
+    lift_limit, effect_limit = finite(latest_gate.get("max_text_lift")), finite(latest_gate.get("max_text_effect"))
+    has_effect = any(finite((r.classes.get(c) or {}).get("text_effect")) is not None for r in runs for c in classes)
     rows = []
     for c in classes:
         def points(key: str) -> list[TrendPoint]:
-            return [TrendPoint(r.run_id, _num((r.classes.get(c) or {}).get(key)), _ci((r.classes.get(c) or {}).get(f"{key}_ci")))
+            return [TrendPoint(r.run_id, finite((r.classes.get(c) or {}).get(key)), _ci((r.classes.get(c) or {}).get(f"{key}_ci")))
                     for r in runs]
         lift, effect = points("text_lift"), points("text_effect")
         last = next((p for p in reversed(lift) if p.value is not None), None)
@@ -107,3 +101,15 @@ def write_index(audit_folder: Path, name: str) -> Path:
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+def refresh_index(cfg: AuditConfig) -> str | None:
+    """Rewrite the audit's index.html after a run; None (and a warning) when it cannot be written.
+
+    The run's own files are the contract, the index a convenience: its failure never fails the audit.
+    """
+    try:
+        return str(write_index(audit_dir(cfg), cfg.name))
+    except Exception as exc:
+        print(f"camaudit: warning: could not write the history index: {type(exc).__name__}: {exc}")
+        return None

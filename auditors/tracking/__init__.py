@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from auditors.audit.run_folder import write_json
 from auditors.config.schema import AuditConfig
 from auditors.measure.gallery import GalleryItem
 from auditors.tracking.common import RunPayload, Tracker, build_payload
 
-__all__ = ["RunPayload", "Tracker", "build_payload", "trackers_for", "track_run"]
+__all__ = ["RunPayload", "Tracker", "build_payload", "trackers_for", "track_run", "record_run"]
 
 
 def trackers_for(cfg: AuditConfig) -> list[Tracker]:
@@ -45,3 +46,10 @@ def track_run(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery:
             results[t.name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"camaudit: warning: {t.name} tracking failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     return results
+
+
+def record_run(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery: list[GalleryItem]) -> dict[str, Any]:
+    """:func:`track_run`, and its result (tracker ids or errors) written to ``run_dir/tracking.json``."""
+    result = track_run(cfg, run_dir, summary, gallery)
+    write_json(Path(run_dir) / "tracking.json", result)
+    return result
