@@ -143,6 +143,17 @@ def _token_failures(tokens: TokenResult | None) -> list[dict[str, Any]]:
     ]
 
 
+def _placebo_summary(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]) -> dict[str, Any]:
+    """Images per region left out of effects because no valid placebo exists, and the tolerance."""
+    if not cf_regions:
+        return {}
+    n_no = {}
+    for r in cf_regions:
+        status = images.get(f"{r}_placebo_status")
+        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
+
+
 @task(name="finalize")
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
@@ -161,7 +172,7 @@ def finalize(
     )
     write_json(folder.validation, validation)
     per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
     token_failures = _token_failures(tokens)
     if token_failures:
@@ -191,7 +202,8 @@ def finalize(
         "gate": gate,
         "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
-                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
+                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
+                           **_placebo_summary(images, cfg, cf_regions)},
         "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed,
                   "interval": "percentile bootstrap over images"},
         "sanity": sanity,

@@ -228,11 +228,19 @@ class CounterfactualConfig(_Strict):
     method: Literal["telea", "ns"] = Field(default="telea", description="OpenCV inpainting: Telea or Navier-Stokes.")
     radius: int = Field(default=3, ge=1, le=50, description="Inpainting neighbourhood radius (model-input pixels).")
     margin: int = Field(default=2, ge=0, le=50, description="Dilate the removed mask by this many pixels first.")
-    regions: list[str] = Field(
-        default=["text"], min_length=1, description="Regions to intervene on (each with its own matched placebo)."
+    regions: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Regions to intervene on (each with its own matched placebo); null = every enabled region "
+        "except background (its placebo would have to remove the foreground).",
     )
     seed: int = Field(default=0, description="Seed of the placebo placement (mixed with each image's hash).")
-    placebo_tries: int = Field(default=200, ge=1, description="Random placements tried to avoid the real region.")
+    placebo_tries: int = Field(default=200, ge=1, description="Placement attempts per image (one per piece and orientation).")
+    placebo_max_overlap: float = Field(
+        default=0.0, ge=0.0, le=0.25,
+        description="Largest share of the removed (dilated) region a placebo may cover; images without such a "
+        "placebo are recorded (<r>_placebo_status) and left out of effects.",
+    )
 
 
 class TokensConfig(_Strict):
@@ -305,6 +313,14 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+
+    def counterfactual_regions(self) -> list[str]:
+        """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
+        if not self.counterfactual.enabled:
+            return []
+        if self.counterfactual.regions is not None:
+            return list(self.counterfactual.regions)
+        return [r for r in self.regions.enabled_names() if r != "background"]
 
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""

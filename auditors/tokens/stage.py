@@ -62,7 +62,8 @@ def analyse_tokens(
     if cfg.counterfactual.enabled and cfg.tokens.effect_tokens > 0:
         for i in table.index[: cfg.tokens.effect_tokens]:
             token = table.at[i, "token"]
-            res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer)
+            res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer,
+                               all_instances=instances)
             for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
