@@ -167,7 +167,8 @@ def finalize(
     validation = validate_tables(
         {
             "manifest": (manifest_df, manifest_expectations(plan.classes, plan.index.labelled)),
-            "images": (images, images_expectations(plan.classes, regions)),
+            "images": (images, images_expectations(plan.classes, regions, cfg.counterfactual_regions(),
+                                                   cfg.counterfactual.placebo_max_overlap)),
         }
     )
     write_json(folder.validation, validation)

@@ -280,6 +280,9 @@ class GateConfig(_Strict):
     )
     max_lift: dict[str, float] = Field(default={}, description="Optional lift thresholds of other regions, by name.")
     max_effect: dict[str, float] = Field(default={}, description="Optional effect thresholds of other regions, by name.")
+    max_norm_lift: dict[str, float] = Field(
+        default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
+    )
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
