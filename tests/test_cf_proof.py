@@ -165,11 +165,15 @@ def _numbers(summary: dict, r: str) -> dict:
     return {c: {k: s.get(k) for k in keep} for c, s in summary["classes"].items()}
 
 
-def _check_placebos(images: pd.DataFrame, summary: dict, r: str) -> None:
+def _check_placebos(images: pd.DataFrame, summary: dict, r: str, min_share: float) -> None:
     has_region = images[f"{r}_area"] > 0
     status = images.loc[has_region, f"{r}_placebo_status"]
     ok = status == "ok"
-    assert ok.mean() >= 0.9, f"most images get a placebo: {status.value_counts().to_dict()}"
+    assert ok.mean() >= min_share, f"images with a placebo: {status.value_counts().to_dict()}"
+    # Those without one are recorded, have no effect, and are counted in the summary.
+    assert images.loc[has_region & (images[f"{r}_placebo_status"] != "ok"), f"{r}_effect"].isna().all()
+    n_classes = sum(s.get(f"n_{r}_no_placebo", 0) for s in summary["classes"].values())
+    assert n_classes == summary["counterfactual"]["n_no_placebo"][r]
     overlap = images.loc[has_region & (images[f"{r}_placebo_status"] == "ok"), f"{r}_placebo_overlap"]
     assert overlap.le(summary["counterfactual"]["placebo_max_overlap"]).all() and overlap.max() == 0.0
     assert summary["counterfactual"]["n_no_placebo"][r] == int((~ok).sum())
@@ -193,7 +197,7 @@ def text_cache(tmp_path_factory) -> Path:
 def test_frame_shortcut_is_flagged_for_the_border(models, frame_set, tmp_path):
     summary, images = _audit(frame_set, models["frame"], tmp_path / "out", tmp_path / "cache", "frame")
     print("frame shortcut:", json.dumps(_numbers(summary, "border")))
-    _check_placebos(images, summary, "border")
+    _check_placebos(images, summary, "border", 0.9)
     marked = summary["classes"]["marked"]
     assert marked["flagged"] and any(r.startswith("border_effect") for r in marked["flag_reasons"])
     assert marked["border_effect_ci"][0] > EFFECT and marked["flip_rate_border_removed"] > 0.5
@@ -204,7 +208,7 @@ def test_frame_shortcut_is_flagged_for_the_border(models, frame_set, tmp_path):
 def test_frame_control_is_not_flagged(models, frame_set, tmp_path):
     summary, images = _audit(frame_set, models["control"], tmp_path / "out", tmp_path / "cache", "frame")
     print("frame control:", json.dumps(_numbers(summary, "border")))
-    _check_placebos(images, summary, "border")
+    _check_placebos(images, summary, "border", 0.9)
     assert summary["gate"]["passed"] and not summary["flagged_classes"]
 
 
@@ -213,7 +217,10 @@ def test_spanning_text_shortcut_is_flagged_for_text(models, text_set, text_cache
     print("text shortcut:", json.dumps(_numbers(summary, "text")))
     marked = images[images["label"] == "marked"]
     assert (marked["n_text_boxes"] >= 2).mean() > 0.8, "EasyOCR finds the title and the credits"
-    _check_placebos(images, summary, "text")
+    # The photos carry scene text of their own: at 64 px with the 2 px margin some text masks cover
+    # more than half the image, where no equal-area placebo can avoid the text (recorded, excluded).
+    _check_placebos(images, summary, "text", 0.6)
+    assert summary["classes"]["marked"]["n_text_edited"] >= 8
     m = summary["classes"]["marked"]
     assert m["flagged"] and any(r.startswith("text_effect") for r in m["flag_reasons"])
     assert m["text_effect_ci"][0] > EFFECT and m["flip_rate_text_removed"] > 0.5
@@ -224,5 +231,5 @@ def test_spanning_text_shortcut_is_flagged_for_text(models, text_set, text_cache
 def test_text_control_is_not_flagged(models, text_set, text_cache, tmp_path):
     summary, images = _audit(text_set, models["control"], tmp_path / "out", text_cache, "text")
     print("text control:", json.dumps(_numbers(summary, "text")))
-    _check_placebos(images, summary, "text")
+    _check_placebos(images, summary, "text", 0.6)
     assert summary["gate"]["passed"] and not summary["flagged_classes"]

@@ -6,11 +6,11 @@ placebo) measures what any occlusion of that size costs. The effect is the diffe
 
 The placebo is only a control when it removes *none* of the region. A rigid copy of the whole
 mask cannot achieve that for a frame (it runs around the image) or for text at the top and the
-bottom (any shift lands on one of them), so the placebo is built piece by piece: every
-connected component of the region is placed, at a random position where it fits entirely
-inside free image content (not the region, not ``avoid``, not letterbox padding, not an earlier
-piece); a component that fits nowhere is cut in two along its longer side and the halves are
-placed in turn. The placebo therefore has exactly the region's area and its local shape (stroke
+bottom (any shift lands on one of them), so the placebo is built piece by piece: the whole
+region is placed (a flipped or shifted copy) at a random position where it fits entirely inside
+free image content (not the region, not ``avoid``, not letterbox padding); when it fits nowhere,
+its connected components are placed one by one, and a component that fits nowhere is cut in two
+along its longer side and the halves are placed in turn. The placebo therefore has exactly the region's area and its local shape (stroke
 thickness, line height), and overlaps the region by construction not at all. When no placement
 exists (a region larger than the free content, e.g. a background), there is no placebo and the
 image is recorded and left out of effects rather than compared with a broken control.
@@ -82,14 +82,35 @@ def _split(piece: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _fit_positions(blocked: np.ndarray, piece: np.ndarray) -> np.ndarray:
-    """Top-left positions (y, x) where ``piece`` covers no blocked pixel (inside the image)."""
+#: Random positions tried before the exact search: cheap, and enough when the image is mostly free.
+_SAMPLES = 24
+
+
+def _find_position(
+    free: np.ndarray, piece: np.ndarray, rng: np.random.Generator, exact: bool = True
+) -> tuple[int, int] | None:
+    """A uniformly random top-left (y, x) where ``piece`` covers only free pixels, or None.
+
+    Rejection sampling first (uniform over valid positions when it succeeds); when it does not,
+    the exact search: correlating the blocked map with the piece counts, for every position,
+    the blocked pixels the piece would cover.
+    """
     h, w = piece.shape
-    if h > blocked.shape[0] or w > blocked.shape[1]:
-        return np.zeros((0, 2), int)
-    # Correlation of the blocked map with the piece = blocked pixels the piece would cover.
-    hits = fftconvolve(blocked.astype(np.float32), piece[::-1, ::-1].astype(np.float32), mode="valid")
-    return np.argwhere(hits < 0.5)
+    H, W = free.shape
+    if h > H or w > W:
+        return None
+    for _ in range(_SAMPLES):
+        y, x = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+        if free[y : y + h, x : x + w][piece].all():
+            return y, x
+    if not exact:
+        return None
+    hits = fftconvolve((~free).astype(np.float32), piece[::-1, ::-1].astype(np.float32), mode="valid")
+    pos = np.argwhere(hits < 0.5)
+    if not len(pos):
+        return None
+    y, x = pos[int(rng.integers(len(pos)))]
+    return int(y), int(x)
 
 
 def placebo_mask(
@@ -117,7 +138,9 @@ def placebo_mask(
     if int(free.sum()) < area:
         return PlaceboResult(None, float("nan"), "too_large")
     placed = np.zeros_like(region)
-    queue = [crop for crop, _, _ in _components(region)]
+    ys, xs = np.nonzero(region)
+    whole = region[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    queue = [whole]  # first the whole shape (sampled only: the exact search rarely pays off for it)
     budget, n_pieces = int(tries), 0
     while queue:
         piece = queue.pop(0)
@@ -129,9 +152,9 @@ def placebo_mask(
                 return PlaceboResult(None, float("nan"), "no_room", n_pieces)
             budget -= 1
             shape = orientations[o]
-            pos = _fit_positions(~free, shape)
-            if len(pos):
-                y, x = pos[int(rng.integers(len(pos)))]
+            pos = _find_position(free, shape, rng, exact=piece is not whole)
+            if pos is not None:
+                y, x = pos
                 h, w = shape.shape
                 placed[y : y + h, x : x + w] |= shape
                 free[y : y + h, x : x + w] &= ~shape
@@ -139,20 +162,17 @@ def placebo_mask(
                 done = True
                 break
         if not done:
-            halves = _split(piece) if piece.sum() >= 2 * MIN_PIECE else []
-            if len(halves) < 2:
-                return PlaceboResult(None, float("nan"), "no_room", n_pieces)
-            for half in halves:  # a cut half may fall apart into several components
-                queue[:0] = [crop for crop, _, _ in _components(_pad(half))]
-            queue.sort(key=lambda c: -int(c.sum()))
+            parts = [crop for crop, _, _ in _components(piece)]
+            if len(parts) < 2:  # one component: cut it (a cut half may fall apart into several)
+                halves = _split(piece) if piece.sum() >= 2 * MIN_PIECE else []
+                if len(halves) < 2:
+                    return PlaceboResult(None, float("nan"), "no_room", n_pieces)
+                parts = [crop for half in halves for crop, _, _ in _components(half)]
+            queue = sorted(queue + parts, key=lambda c: -int(c.sum()))
     overlap = float((placed & region).sum()) / area
     if overlap > tolerance or int(placed.sum()) != area:
         return PlaceboResult(None, overlap, "overlap", n_pieces)
     return PlaceboResult(placed, overlap, "ok", n_pieces)
-
-
-def _pad(piece: np.ndarray) -> np.ndarray:
-    return np.pad(piece, 1)
 
 
 def inpaint(view: np.ndarray, mask: np.ndarray, method: str = "telea", radius: int = 3) -> np.ndarray:
