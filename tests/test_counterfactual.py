@@ -218,3 +218,15 @@ def test_a_placebo_overlapping_its_region_fails_validation():
     df.loc[0, "text_placebo_overlap"] = 0.1  # an 'ok' placebo on 10% of the region: a broken control
     out = validate_tables({"images": (df, images_expectations(["x"], ["text"], ["text"], 0.0))})
     assert not out["success"] and out["n_failed"] == 1
+
+
+def test_custom_diagonal_watermark_gets_a_disjoint_placebo():
+    """A custom region spanning the image both ways (a diagonal watermark band) on a real photo."""
+    img = _photo("scenetext03.jpg", 96)
+    yy, xx = np.indices((96, 96))
+    band = np.abs(yy - xx) < 4  # 8 px wide, corner to corner
+    assert _rigid_overlap(dilate(band, 2), 0) > 0.0, "any shift of the whole band crosses it"
+    for seed in range(5):
+        plan = plan_intervention(img, band, method="telea", radius=3, margin=2, seed=seed, tries=200)
+        assert plan.has_placebo and plan.placebo_overlap == 0.0
+        assert plan.placebo_mask.sum() == plan.removed_mask.sum() and not (plan.placebo_mask & plan.removed_mask).any()
