@@ -140,7 +140,9 @@ def placebo_mask(
     placed = np.zeros_like(region)
     ys, xs = np.nonzero(region)
     whole = region[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    queue = [whole]  # first the whole shape (sampled only: the exact search rarely pays off for it)
+    queue = [whole]  # first the whole shape
+    # The exact search for a scattered whole (many words) rarely pays off: its pieces follow.
+    whole_exact = len(_components(whole)) == 1
     budget, n_pieces = int(tries), 0
     while queue:
         piece = queue.pop(0)
@@ -152,7 +154,7 @@ def placebo_mask(
                 return PlaceboResult(None, float("nan"), "no_room", n_pieces)
             budget -= 1
             shape = orientations[o]
-            pos = _find_position(free, shape, rng, exact=piece is not whole)
+            pos = _find_position(free, shape, rng, exact=whole_exact or piece is not whole)
             if pos is not None:
                 y, x = pos
                 h, w = shape.shape
