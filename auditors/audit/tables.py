@@ -26,14 +26,14 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
         "height": "int64",
         "content_hash": "string",
     }
-    cols.update(RegionBuilder.column_dtypes(cfg))
+    cols.update(RegionBuilder.column_dtypes(cfg.regions))
     for r in regions:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
-    for r in regions:  # after every region's contract columns: extend, never reorder
-        cols.update({f"{r}_max_lift": "float64", f"{r}_norm_lift": "float64"})
     if wants_instances(cfg):
         cols.update({"text_top_instance": "Int64", "text_top_instance_mass": "float64", "text_top_instance_share": "float64"})
-    cols.update(counterfactual_columns(cfg))
+    cols.update(counterfactual_columns(cfg.counterfactual, regions))
+    for r in regions:  # added after the 0.1 columns: extend, never reorder
+        cols.update({f"{r}_max_lift": "float64", f"{r}_norm_lift": "float64"})
     return cols
 
 

@@ -242,6 +242,15 @@ class CounterfactualConfig(_Strict):
         "placebo are recorded (<r>_placebo_status) and left out of effects.",
     )
 
+    def intervened(self, enabled_regions: list[str]) -> list[str]:
+        """Regions to intervene on, given the enabled ones: ``regions``, or all but background
+        (a background's placebo would have to remove the foreground)."""
+        if not self.enabled:
+            return []
+        if self.regions is not None:
+            return list(self.regions)
+        return [r for r in enabled_regions if r != "background"]
+
 
 class TokensConfig(_Strict):
     """Which text? Group text instances into recurring tokens and test the riskiest ones."""
@@ -319,11 +328,7 @@ class AuditConfig(_Strict):
 
     def counterfactual_regions(self) -> list[str]:
         """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
-        if not self.counterfactual.enabled:
-            return []
-        if self.counterfactual.regions is not None:
-            return list(self.counterfactual.regions)
-        return [r for r in self.regions.enabled_names() if r != "background"]
+        return self.counterfactual.intervened(self.regions.enabled_names())
 
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""

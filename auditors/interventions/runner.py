@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from auditors.cam import CamEngine
-from auditors.config.schema import AuditConfig
-from auditors.data.batches import LoadedImage, to_input
+from auditors.config.schema import CounterfactualConfig
+from auditors.data.batches import LoadedImage, Preprocess, to_input
 from auditors.data.geometry import image_area_mask
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.measure.metrics import region_metrics, upsample_maps
@@ -20,10 +20,11 @@ from auditors.models.engines import class_name
 __all__ = ["region_counterfactuals", "counterfactual_columns"]
 
 
-def counterfactual_columns(cfg: AuditConfig) -> dict[str, str]:
-    """Per-image intervention columns, for each intervened region (``AuditConfig.counterfactual_regions``)."""
+def counterfactual_columns(cf: CounterfactualConfig, regions: list[str]) -> dict[str, str]:
+    """Per-image intervention columns, for each intervened region (``cf.intervened(regions)``,
+    ``regions`` being the enabled ones)."""
     cols: dict[str, str] = {}
-    for r in cfg.counterfactual_regions():
+    for r in cf.intervened(regions):
         for edit in ("removed", "placebo"):
             cols.update({f"{r}_{edit}_pred": "string", f"{r}_{edit}_conf": "float64",
                          f"{r}_{edit}_flip": "float64", f"{r}_{edit}_mass": "float64"})
@@ -42,7 +43,8 @@ def _avoid_masks(masks: np.ndarray, regions: list[str], r: str) -> np.ndarray | 
 
 def region_counterfactuals(
     engine: CamEngine,
-    cfg: AuditConfig,
+    cf: CounterfactualConfig,
+    prep: Preprocess,
     classes: list[str],
     device: torch.device,
     loaded: list[LoadedImage],
@@ -56,12 +58,11 @@ def region_counterfactuals(
 
     Returns per-image columns and per-image edited views (kept only for gallery images).
     """
-    cf = cfg.counterfactual
     columns: list[dict] = [{} for _ in loaded]
     views: list[dict[str, dict]] = [{} for _ in loaded]
-    size = tuple(cfg.model.input_size)
+    size = prep.input_size
     contents = [image_area_mask(item.placement) for item in loaded]
-    for r in cfg.counterfactual_regions():
+    for r in cf.intervened(regions):
         j = regions.index(r)
         avoid = _avoid_masks(masks, regions, r)
         plans = [
@@ -74,7 +75,7 @@ def region_counterfactuals(
         idx = [i for i, p in enumerate(plans) if p is not None and p.has_placebo]
         for i, p in enumerate(plans):
             if p is None or not p.has_placebo:
-                columns[i].update({c: None for c in counterfactual_columns(cfg) if c.startswith(f"{r}_")})
+                columns[i].update({c: None for c in counterfactual_columns(cf, regions) if c.startswith(f"{r}_")})
                 if p is not None:
                     columns[i][f"{r}_placebo_status"] = p.placebo_status
                     columns[i][f"{r}_placebo_overlap"] = p.placebo_overlap
@@ -83,7 +84,7 @@ def region_counterfactuals(
         n = len(idx)
         edited = [plans[i].removed for i in idx] + [plans[i].placebo for i in idx]
         edit_masks = np.stack([plans[i].removed_mask for i in idx] + [plans[i].placebo_mask for i in idx])
-        out = engine.compute(to_input(edited, cfg, device), targets[idx].repeat(2))
+        out = engine.compute(to_input(edited, prep, device), targets[idx].repeat(2))
         moved = region_metrics(upsample_maps(out.maps, size), torch.from_numpy(edit_masks[:, None]).to(device))["mass"][:, 0]
         probs = out.probs
         orig = torch.as_tensor(pred[idx], device=probs.device).repeat(2)

@@ -13,18 +13,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from auditors.config.schema import AuditConfig
+from auditors.cam import CamEngine
+from auditors.config.schema import CounterfactualConfig, StatsConfig, TokensConfig
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem
 from auditors.data.geometry import image_area_mask, polygons_to_mask, warp_points
 from auditors.measure.instances import polygon_crop
 from auditors.measure.metrics import upsample_maps
-from auditors.models.loading import select_device
-from auditors.data.batches import load_batch, to_input
+from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.measure.metrics import display_map
-from auditors.models.engines import class_name, engine_for
+from auditors.models.engines import class_name
 from auditors.analysis.stats import mean_ci
 
 __all__ = ["token_effect", "risk_score", "flag_tokens"]
@@ -34,35 +35,39 @@ def token_effect(
     token: str,
     instances: pd.DataFrame,
     labels: dict[str, str | None],
-    cfg: AuditConfig,
     classes: list[str],
-    target_layer: str,
+    *,
+    engine: CamEngine,
+    device: torch.device,
+    prep: Preprocess,
+    root: Path,
+    cf: CounterfactualConfig,
+    stats: StatsConfig,
+    max_images: int,
+    batch_size: int,
     n_examples: int = 3,
     n_crops: int = 4,
     all_instances: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Flip rates, confidence drops and effect (with interval) of removing ``token``.
 
-    ``instances``: the token's rows of text_instances (path, polygon). ``all_instances``: every
-    text instance (any token); the placebo avoids all of them, so it never removes other text.
-    Images without a valid placebo are skipped and counted (``n_no_placebo``). Returns
-    statistics plus example crops and gallery items (before/after) for the report.
+    ``instances``: the token's rows of text_instances (path, polygon, relative to ``root``);
+    at most ``max_images`` of its images are edited (``cf`` says how), ``batch_size`` at a time.
+    ``all_instances``: every text instance (any token); the placebo avoids all of them, so it
+    never removes other text. Images without a valid placebo are skipped and counted
+    (``n_no_placebo``). Returns statistics plus example crops and gallery items for the report.
     """
-    tc = cfg.tokens
-    cf = cfg.counterfactual
-    device = select_device(cfg.cam.device)
-    engine = engine_for(cfg, target_layer, device)
-    paths = list(dict.fromkeys(instances["path"]))[: tc.max_effect_images]
+    paths = list(dict.fromkeys(instances["path"]))[:max_images]
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
     every = instances if all_instances is None else all_instances
     all_polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in every[every["path"].isin(paths)].groupby("path")}
     n_no_placebo = 0
-    size = tuple(cfg.model.input_size)
+    size = prep.input_size
     effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
     examples: list[GalleryItem] = []
     crops: list[np.ndarray] = []
-    for batch in chunked([Entry(p, labels.get(p)) for p in paths], cfg.cam.batch_size):
-        loaded = load_batch(batch, Path(cfg.dataset.root), cfg, [])
+    for batch in chunked([Entry(p, labels.get(p)) for p in paths], batch_size):
+        loaded = load_batch(batch, Path(root), prep, [])
         plans, kept = [], []
         for it in loaded:
             model_polys = [warp_points(p, it.placement) for p in polys[it.path]]
@@ -82,8 +87,8 @@ def token_effect(
             continue
         n = len(kept)
         views = [it.model_view for it in kept] + [p.removed for p, _ in plans] + [p.placebo for p, _ in plans]
-        base = engine.compute(to_input(views[:n], cfg, device))
-        out = engine.compute(to_input(views[n:], cfg, device), base.targets.repeat(2))
+        base = engine.compute(to_input(views[:n], prep, device))
+        out = engine.compute(to_input(views[n:], prep, device), base.targets.repeat(2))
         pred = base.probs.argmax(1)
         conf = base.probs.gather(1, pred[:, None])[:, 0]
         after = out.probs.gather(1, pred.repeat(2)[:, None])[:, 0]
@@ -114,7 +119,7 @@ def token_effect(
                     )
                 )
     eff = np.array(effects, float)
-    st = cfg.stats
+    st = stats
     return {
         "n_tested": len(effects),
         "n_no_placebo": n_no_placebo,
@@ -143,13 +148,12 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
     return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
 
 
-def flag_tokens(table: pd.DataFrame, cfg: AuditConfig) -> pd.Series:
+def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
     """A token is flagged when class-associated and either over-attended or effective.
 
     Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
     exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
     """
-    tc = cfg.tokens
     assoc = table["p_value"] < tc.max_p_value
     attended = table["lift"] > tc.max_lift
     lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)

@@ -36,7 +36,7 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def build_tiny2() -> torch.nn.Module:
-    """Factory for the configs (model.factory: tests.test_cf_proof:build_tiny2)."""
+    """Factory for the configs (model.factory: tests.flows.test_cf_proof:build_tiny2)."""
     torch.manual_seed(0)
     return TinyCNN(2)
 
@@ -142,7 +142,7 @@ def _audit(root: Path, ckpt: Path, out: Path, cache: Path, mark: str) -> tuple[d
     cfg = config_from_dict({
         "name": f"{mark}-{ckpt.stem}",
         "dataset": {"root": str(root)},
-        "model": {"factory": "tests.test_cf_proof:build_tiny2", "checkpoint": str(ckpt), "input_size": [INPUT, INPUT],
+        "model": {"factory": "tests.flows.test_cf_proof:build_tiny2", "checkpoint": str(ckpt), "input_size": [INPUT, INPUT],
                   "mean": list(MEAN), "std": list(STD)},
         "cam": {"batch_size": 16, "device": "cpu"},
         "regions": regions,

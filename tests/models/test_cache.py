@@ -3,7 +3,6 @@
 import torch
 
 from auditors.config import config_from_dict
-from auditors.measure.sanity import randomization_check
 from auditors.models.engines import engine_for
 from auditors.models.loading import get_model
 from tests.conftest import TinyCNN
@@ -25,26 +24,15 @@ def test_overwritten_checkpoint_gives_new_numbers_in_the_same_process(tmp_path, 
     })
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     device = torch.device("cpu")
-    first = engine_for(cfg, "features", device).compute(x)
-    assert engine_for(cfg, "features", device) is engine_for(cfg, "features", device), "unchanged weights: reused"
+    first = engine_for(cfg.model, cfg.cam, "features", device).compute(x)
+    assert engine_for(cfg.model, cfg.cam, "features", device) is engine_for(cfg.model, cfg.cam, "features", device), "unchanged weights: reused"
     model_before = get_model(cfg.model, device)
 
     torch.save(_weights(2), ckpt)  # same path, same size, same architecture
-    second = engine_for(cfg, "features", device).compute(x)
+    second = engine_for(cfg.model, cfg.cam, "features", device).compute(x)
     assert get_model(cfg.model, device) is not model_before
     assert not torch.allclose(first.probs, second.probs)
     expected = TinyCNN(3)
     expected.load_state_dict(_weights(2))
     with torch.no_grad():
         torch.testing.assert_close(second.probs, torch.softmax(expected(x), 1), rtol=1e-4, atol=1e-5)
-
-
-def test_sanity_check_uses_the_audits_engine_options(tmp_path, one_torch_thread):
-    from auditors.cam import CamEngine
-
-    torch.manual_seed(0)
-    engine = CamEngine(TinyCNN(3).eval(), target_layer="features", input_size=(40, 48), amp="off", channels_last=True)
-    x = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
-    out = randomization_check(engine, x, 0.8)
-    assert out["preprocessing"] == {"input_size": [40, 48], "amp": "off", "channels_last": True}
-    assert out["rank_correlation_mean"] is not None
