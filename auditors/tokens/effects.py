@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from auditors.cam import CamEngine
-from auditors.config.schema import CounterfactualConfig, StatsConfig, TokensConfig
+from auditors.config.schema import CounterfactualConfig, StatsConfig
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem
@@ -28,7 +28,7 @@ from auditors.measure.metrics import display_map
 from auditors.models.engines import class_name
 from auditors.analysis.stats import mean_ci
 
-__all__ = ["token_effect", "risk_score", "flag_tokens"]
+__all__ = ["token_effect", "risk_score"]
 
 
 def token_effect(
@@ -146,16 +146,3 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
     effect = max(effect, 0.0) if effect is not None and np.isfinite(effect) else 0.0
     frequency = math.log1p(row["n_images"]) / math.log1p(max(n_images_total, 1))
     return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
-
-
-def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
-    """A token is flagged when class-associated and either over-attended or effective.
-
-    Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
-    exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
-    """
-    assoc = table["p_value"] < tc.max_p_value
-    attended = table["lift"] > tc.max_lift
-    lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)
-    effective = lower > tc.max_effect
-    return (assoc & (attended | effective)) & (table["n_images"] >= tc.min_images)

@@ -11,9 +11,11 @@ import pandas as pd
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess
 from auditors.measure.gallery import GalleryItem
+from auditors.analysis.gate import flag_tokens
+from auditors.analysis.stats import interval
 from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
-from auditors.tokens.effects import flag_tokens, risk_score, token_effect
+from auditors.tokens.effects import risk_score, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
 __all__ = ["TokenResult", "analyse_tokens"]
@@ -30,10 +32,6 @@ class TokenResult:
 def _settings(cfg: AuditConfig) -> TokenSettings:
     t = cfg.tokens
     return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
-
-
-def _ci(v: Any) -> list[float] | None:
-    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) else None
 
 
 def analyse_tokens(
@@ -96,7 +94,7 @@ def analyse_tokens(
             "area": float(r.area),
             "lift": float(r.lift),
             "effect": None if not np.isfinite(r.effect) else float(r.effect),
-            "effect_ci": _ci(r.effect_ci),
+            "effect_ci": list(interval(r.effect_ci) or []) or None,
             "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
             "n_no_placebo": int(r.n_no_placebo),
