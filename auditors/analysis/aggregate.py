@@ -42,8 +42,8 @@ def _reachable_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> d
     max_lift = reach[ok].mean() / area[ok].mean() if ok.any() and area[ok].mean() > 0 else float("nan")
     norm = mass[ok].mean() / reach[ok].mean() if ok.any() and reach[ok].mean() > 0 else float("nan")
     return {
-        f"{r}_max_lift": _num(max_lift),
-        f"{r}_norm_lift": _num(norm),
+        f"{r}_max_lift": finite(max_lift),
+        f"{r}_norm_lift": finite(norm),
         f"{r}_norm_lift_ci": ratio_ci(mass[ok], reach[ok], st.bootstrap, st.ci, _seed(st, group, f"{r}_norm_lift")),
     }
 
