@@ -24,7 +24,6 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import auditors
 from auditors.config import AuditConfig, config_from_dict
 from auditors.history import refresh_index
 from auditors.tracking import record_run
