@@ -1,28 +1,28 @@
 """The bias gate: the one place that decides which classes are flagged and whether the audit passes.
 
-A rule fails when the lower bound of a class's interval exceeds its threshold, so a noisy
-estimate on few images never flags on its point value alone.
+A rule fails when a class's statistic exceeds its threshold significantly: a one-sided p-value
+per (class, rule) cell, Benjamini-Hochberg adjusted across the whole grid, so adding regions and
+classes does not multiply false alarms, and a noisy estimate on few images never flags on its
+point value alone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from auditors.config.schema import GateConfig
+import numpy as np
+import pandas as pd
 
-__all__ = ["apply_gate"]
+from auditors.analysis.stats import bh_adjust, interval_pvalue
+from auditors.config.schema import GateConfig, TokensConfig
 
-
-def _rule(stats: dict, name: str, key: str, threshold: float) -> dict | None:
-    """A failure when the interval's lower bound of ``key`` exceeds ``threshold``."""
-    ci = stats.get(f"{key}_ci")
-    if ci is None or ci[0] is None or not ci[0] > threshold:
-        return None
-    return {"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold}
+__all__ = ["apply_gate", "grid_cells", "token_decisions", "TOKEN_GATE_RULE"]
 
 
-def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str]) -> dict[str, Any]:
-    """Flag classes whose interval lower bounds exceed the thresholds; mutates ``per_class``.
+def apply_gate(
+    per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str], level: float = 0.95
+) -> dict[str, Any]:
+    """Flag classes whose statistics exceed the thresholds at FDR ``gate.fdr``; mutates ``per_class``.
 
     Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
     counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` for any other region.
@@ -33,16 +33,16 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
     effect_limits = {r: v for r, v in gate.max_effect.items() if r in cf_regions}
     if "text" in cf_regions:
         effect_limits["text"] = gate.max_text_effect
+    cells = grid_cells(per_class, gate, lift_limits, effect_limits, level)
     failures = []
     for name, stats in per_class.items():
-        found = []
-        if stats["n"] >= gate.min_images_per_class:
-            found += [_rule(stats, name, f"{r}_lift", t) for r, t in lift_limits.items()]
-            found += [_rule(stats, name, f"{r}_effect", t) for r, t in effect_limits.items()]
-        found = [f for f in found if f is not None]
+        found = [c for c in cells if c["class"] == name and c["failed"]]
+        for c in found:
+            del c["failed"]
         stats["flagged"] = bool(found)
         stats["flag_reasons"] = [
-            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}) > {f['threshold']}" for f in found
+            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}, q {f['q_value']:.2g}) > {f['threshold']}"
+            for f in found
         ]
         failures += found
     return {
@@ -50,5 +50,81 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
         "failures": failures,
         "max_text_lift": gate.max_text_lift,
         "max_text_effect": gate.max_text_effect,
-        "rule": "a class is flagged when the lower bound of its interval exceeds the threshold",
+        "fdr": gate.fdr,
+        "n_tests": len(cells),
+        "rule": GRID_RULE.format(fdr=gate.fdr, min_n=gate.min_images_per_class),
     }
+
+
+# --- False-discovery-rate control across the class x region x rule grid (issue 10) ---------------
+
+GRID_RULE = (
+    "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
+    "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= {fdr} "
+    "(with a single test this is the 95% interval's lower bound above the threshold); classes with fewer "
+    "than {min_n} images are reported, never tested"
+)
+
+
+def grid_cells(
+    per_class: dict[str, dict], gate: GateConfig, lift_limits: dict[str, float], effect_limits: dict[str, float], level: float
+) -> list[dict[str, Any]]:
+    """Every tested (class, rule) cell with its p-value, BH q-value and decision.
+
+    A cell is tested when the class has ``gate.min_images_per_class`` images and an interval.
+    """
+    cells: list[dict[str, Any]] = []
+    for name, stats in per_class.items():
+        if stats.get("n", 0) < gate.min_images_per_class:
+            continue
+        for key, threshold in [(f"{r}_lift", t) for r, t in lift_limits.items()] + [(f"{r}_effect", t) for r, t in effect_limits.items()]:
+            ci = stats.get(f"{key}_ci")
+            p = interval_pvalue(ci, threshold, level)
+            if p is None or stats.get(key) is None:
+                continue
+            cells.append({"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold, "p_value": p})
+    q = bh_adjust([c["p_value"] for c in cells])
+    for c, qv in zip(cells, q):
+        c["q_value"] = float(qv)
+        c["failed"] = bool(qv <= gate.fdr)
+    return cells
+
+
+# --- Token findings: data association vs model dependence (issue 10) ------------------------------
+
+TOKEN_GATE_RULE = (
+    "a token fails the gate when the model depends on it: removing it lowers confidence by more than "
+    "tokens.max_effect beyond a matched placebo (bootstrap p-value, Benjamini-Hochberg q <= tokens.dependence_fdr "
+    "across the tested tokens), or when it is class-associated (omnibus class test, BH q <= tokens.max_p_value "
+    "across tokens) and attended above tokens.max_lift; association alone fails only with tokens.fail_on_association"
+)
+
+
+def token_decisions(table: pd.DataFrame, tc: TokensConfig) -> pd.DataFrame:
+    """Columns ``q_value``, ``effect_q_value``, ``associated``, ``attended``, ``dependent``, ``finding``, ``flagged``.
+
+    ``table`` needs ``p_value`` (association), ``lift``, ``n_images`` and ``effect_p_value``
+    (NaN where the token's removal was not tested). Two findings are kept apart: association is
+    about the data, dependence about the model, and dependence fails on its own.
+    """
+    out = pd.DataFrame(index=table.index)
+    out["q_value"] = bh_adjust(table["p_value"].tolist())
+    eff_p = table["effect_p_value"] if "effect_p_value" in table else pd.Series(np.nan, index=table.index)
+    out["effect_q_value"] = bh_adjust(eff_p.tolist())
+    big_enough = table["n_images"] >= tc.min_images
+    out["associated"] = (out["q_value"] <= tc.max_p_value) & big_enough
+    out["attended"] = table["lift"] > tc.max_lift
+    out["dependent"] = (out["effect_q_value"] <= tc.dependence_fdr) & big_enough
+    assoc_fails = out["associated"] & (out["attended"] | tc.fail_on_association)
+    out["flagged"] = out["dependent"] | assoc_fails
+
+    def finding(r: pd.Series) -> str | None:
+        parts = []
+        if r["dependent"]:
+            parts.append("model dependence")
+        if r["associated"]:
+            parts.append("data association" + (" + attention" if r["attended"] else ""))
+        return "; ".join(parts) or None
+
+    out["finding"] = out.apply(finding, axis=1) if len(out) else pd.Series(dtype=object)
+    return out

@@ -26,22 +26,8 @@ def bootstrap_ci(
 
     Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows.
     """
-    data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-    data = data[np.isfinite(data).all(axis=1)]
-    n = len(data)
-    if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_boot, _BLOCK_CELLS // n))
-    stats = []
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        sample = data[idx]  # (b, n, k)
-        stats.append(statistic(*(sample[..., j] for j in range(data.shape[1]))))
-    values = np.concatenate(stats)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+    values = bootstrap_values(columns, statistic, n_boot, seed)
+    if values is None:
         return None
     alpha = (1 - level) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
@@ -62,3 +48,119 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, level: float 
             return np.where(d > 0, a.mean(axis=1) / d, np.nan)
 
     return bootstrap_ci([num, den], ratio, n_boot, level, seed)
+
+
+# --- Significance tests and false-discovery-rate control (issue 10) -----------------------------
+# Kept next to the bootstrap so every p-value the gate uses is defined in one place.
+
+__all__ += ["bootstrap_pvalue", "interval_pvalue", "bh_adjust", "association_pvalue"]
+
+
+def bootstrap_pvalue(
+    x: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0
+) -> float | None:
+    """One-sided bootstrap p-value of H0 ``mean(x) <= threshold``: the share of resampled means <= it.
+
+    Uses the same resamples as :func:`mean_ci` with the same seed, so (up to the quantile's
+    interpolation) ``p < (1 - level) / 2`` when that interval's lower bound exceeds ``threshold``.
+    ``(k + 1) / (B + 1)``: never 0, so BH across many tokens is not fooled by a zero.
+    """
+    values = bootstrap_values([x], lambda a: a.mean(axis=1), n_boot, seed)
+    if values is None:
+        return None
+    return float((np.sum(values <= threshold) + 1) / (len(values) + 1))
+
+
+def bootstrap_values(columns: Sequence[np.ndarray], statistic, n_boot: int = 1000, seed: int = 0) -> np.ndarray | None:
+    """The finite bootstrap replicates of ``statistic`` (see :func:`bootstrap_ci`), or None."""
+    data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+    data = data[np.isfinite(data).all(axis=1)]
+    n = len(data)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_boot, _BLOCK_CELLS // n))
+    stats = []
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        sample = data[idx]
+        stats.append(statistic(*(sample[..., j] for j in range(data.shape[1]))))
+    values = np.concatenate(stats)
+    values = values[np.isfinite(values)]
+    return values if len(values) else None
+
+
+def interval_pvalue(ci: Sequence[float] | None, threshold: float, level: float) -> float | None:
+    """One-sided p-value of H0 ``statistic <= threshold`` recovered from a ``level`` interval.
+
+    Normal approximation to the bootstrap distribution: centre ``(lo + hi) / 2``, standard error
+    ``(hi - lo) / (2 z)``. By construction ``p < (1 - level) / 2`` exactly when ``lo > threshold``,
+    so the interval rule is this test at one cell; the gate then adjusts it across its grid.
+    """
+    if ci is None or ci[0] is None or ci[1] is None or not (np.isfinite(ci[0]) and np.isfinite(ci[1])):
+        return None
+    from scipy.stats import norm
+
+    lo, hi = float(ci[0]), float(ci[1])
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    se = (hi - lo) / (2 * z)
+    centre = (lo + hi) / 2
+    if se <= 0:
+        return 0.0 if centre > threshold else 1.0
+    return float(norm.sf((centre - threshold) / se))
+
+
+def bh_adjust(p: Sequence[float | None]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values); missing values stay NaN and are not counted.
+
+    Rejecting ``q <= alpha`` controls the false-discovery rate at ``alpha`` (independent or
+    positively dependent tests), and under the global null the chance of any rejection too.
+    """
+    arr = np.array([np.nan if v is None else float(v) for v in p], dtype=np.float64)
+    out = np.full(arr.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(arr))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(arr[ok], kind="stable")]
+    ranked = arr[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out[order] = np.clip(q, 0.0, 1.0)
+    return out
+
+
+def _g_statistic(counts: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """G = 2 sum o log(o / e) over the last axis (0 log 0 = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(counts > 0, counts * np.log(counts / expected), 0.0)
+    return 2.0 * terms.sum(axis=-1)
+
+
+def association_pvalue(with_token: np.ndarray, base: np.ndarray, n_sim: int = 10_000, seed: int = 0) -> float:
+    """Omnibus test: do the token's images follow the dataset's class mix? (no class picked first)
+
+    ``with_token[k]``: the token's images in class k; ``base[k]``: all audited images in class k.
+    Under H0 the token's images are a random subset of the dataset, so their class counts are
+    multivariate hypergeometric. The G statistic of the token's row is compared with that exact
+    null by Monte-Carlo simulation (``(k + 1) / (n + 1)``) when expected counts are small, and
+    with its chi-square limit (K - 1 degrees of freedom, finite-population corrected) otherwise.
+    """
+    with_token = np.asarray(with_token, dtype=np.int64)
+    base = np.asarray(base, dtype=np.int64)
+    keep = base > 0
+    with_token, base = with_token[keep], base[keep]
+    n, total = int(with_token.sum()), int(base.sum())
+    if len(base) < 2 or n == 0 or n >= total:
+        return 1.0
+    expected = n * base / total
+    g_obs = float(_g_statistic(with_token.astype(float), expected))
+    if expected.min() >= 5:
+        from scipy.stats import chi2
+
+        fpc = (total - 1) / (total - n)  # sampling without replacement: variance shrinks by (N-n)/(N-1)
+        return float(chi2.sf(g_obs * fpc, len(base) - 1))
+    rng = np.random.default_rng(seed)
+    sims = rng.multivariate_hypergeometric(base, n, size=n_sim).astype(float)
+    g_sim = _g_statistic(sims, expected[None, :])
+    return float((np.sum(g_sim >= g_obs - 1e-9) + 1) / (n_sim + 1))

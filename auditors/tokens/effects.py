@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ from auditors.models.loading import select_device
 from auditors.data.batches import load_batch, to_input
 from auditors.measure.metrics import display_map
 from auditors.models.engines import class_name, engine_for
-from auditors.analysis.stats import mean_ci
+from auditors.analysis.stats import bootstrap_pvalue, mean_ci
 
-__all__ = ["token_effect", "risk_score", "flag_tokens"]
+__all__ = ["token_effect", "risk_score", "flag_tokens", "sample_paths", "select_effect_tokens"]
 
 
 def token_effect(
@@ -49,7 +50,7 @@ def token_effect(
     cf = cfg.counterfactual
     device = select_device(cfg.cam.device)
     engine = engine_for(cfg, target_layer, device)
-    paths = list(dict.fromkeys(instances["path"]))[: tc.max_effect_images]
+    paths = sample_paths(list(dict.fromkeys(instances["path"])), tc.max_effect_images, cfg.stats.seed, token)
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
     size = tuple(cfg.model.input_size)
     effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
@@ -113,6 +114,8 @@ def token_effect(
         "conf_drop_placebo": float(np.mean(drops_placebo)) if drops_placebo else None,
         "effect": float(eff.mean()) if len(eff) else None,
         "effect_ci": mean_ci(eff, st.bootstrap, st.ci, st.seed),
+        # one-sided H0 effect <= tokens.max_effect; same resamples as the interval (issue 10)
+        "effect_p_value": bootstrap_pvalue(eff, tc.max_effect, st.bootstrap, st.seed),
         "examples": examples,
         "crops": crops,
     }
@@ -133,14 +136,44 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
 
 
 def flag_tokens(table: pd.DataFrame, cfg: AuditConfig) -> pd.Series:
-    """A token is flagged when class-associated and either over-attended or effective.
+    """Flagged tokens: model dependence, or association with attention (see ``analysis.gate.token_decisions``)."""
+    from auditors.analysis.gate import token_decisions
 
-    Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
-    exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
+    return token_decisions(table, cfg.tokens)["flagged"]
+
+
+def sample_paths(paths: list[str], k: int, seed: int, token: str) -> list[str]:
+    """A seeded random sample of ``k`` of a token's images, not the first ``k`` in dataset order.
+
+    Dataset order is often class order, so the first N images would all come from one class.
+    The seed mixes ``stats.seed`` with the token key: reproducible, independent per token.
     """
-    tc = cfg.tokens
-    assoc = table["p_value"] < tc.max_p_value
-    attended = table["lift"] > tc.max_lift
-    lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)
-    effective = lower > tc.max_effect
-    return (assoc & (attended | effective)) & (table["n_images"] >= tc.min_images)
+    if len(paths) <= k:
+        return paths
+    rng = np.random.default_rng([seed & 0x7FFFFFFF, zlib.crc32(token.encode())])
+    idx = np.sort(rng.choice(len(paths), size=k, replace=False))
+    return [paths[i] for i in idx]
+
+
+def select_effect_tokens(table: pd.DataFrame, k: int) -> list[int]:
+    """Up to ``k`` rows to test by removal, taken in turn from three rankings.
+
+    Ranking by association alone would never test a mark that is balanced across classes, which
+    is exactly the case where only the model's dependence can reveal it: so the risk ranking
+    (association-led), frequency (``n_images``) and attention (``lift``) each contribute.
+    """
+    if k <= 0 or table.empty:
+        return []
+    rankings = [
+        list(table.sort_values(["risk", "n_images"], ascending=False, kind="stable").index),
+        list(table.sort_values(["n_images", "lift"], ascending=False, kind="stable").index),
+        list(table.assign(_l=table["lift"].fillna(-np.inf)).sort_values(["_l", "n_images"], ascending=False, kind="stable").index),
+    ]
+    chosen: list[int] = []
+    pos = 0
+    while len(chosen) < min(k, len(table)):
+        for r in rankings:
+            if pos < len(r) and r[pos] not in chosen and len(chosen) < k:
+                chosen.append(r[pos])
+        pos += 1
+    return chosen

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
+
+from auditors.analysis.stats import association_pvalue
 
 __all__ = ["TokenSettings", "normalise_text", "assign_tokens", "token_table"]
 
@@ -97,20 +99,23 @@ def assign_tokens(instances: pd.DataFrame, s: TokenSettings) -> pd.Series:
     return keys
 
 
-def _association(images_with: pd.Series, base: pd.Series) -> tuple[str | None, float, float]:
-    """Class most over-represented among the token's images, its share and a Fisher p-value."""
+def _association(images_with: pd.Series, base: pd.Series, seed: int) -> tuple[str | None, float, dict[str, float], float]:
+    """Most over-represented class (descriptive), its share, all shares, and an omnibus p-value.
+
+    The p-value tests whether the token's class mix differs from the dataset's *at all*
+    (``association_pvalue``): no class is picked before the test, so it is not inflated by
+    post-selection. ``class_share`` and ``class_shares`` share one denominator: the token's
+    images with a known class.
+    """
     counts = images_with.value_counts()
-    if counts.empty:
-        return None, math.nan, math.nan
     total_with, total = int(counts.sum()), int(base.sum())
+    if total_with == 0 or total == 0:
+        return None, math.nan, {}, math.nan
     enrichment = {c: (counts.get(c, 0) / total_with) / (base[c] / total) for c in base.index if base[c] > 0}
     top = max(enrichment, key=enrichment.get)
-    a = int(counts.get(top, 0))
-    b = total_with - a
-    c = int(base[top]) - a
-    d = total - total_with - c
-    _, p = fisher_exact([[a, b], [c, d]], alternative="greater")
-    return top, a / total_with, float(p)
+    shares = {str(c): round(float(v) / total_with, 4) for c, v in counts.items()}
+    p = association_pvalue(np.array([int(counts.get(c, 0)) for c in base.index]), base.to_numpy(), seed=seed)
+    return top, int(counts.get(top, 0)) / total_with, shares, p
 
 
 def token_table(instances: pd.DataFrame, images: pd.DataFrame, group_by: str, s: TokenSettings) -> pd.DataFrame:
@@ -133,8 +138,7 @@ def token_table(instances: pd.DataFrame, images: pd.DataFrame, group_by: str, s:
     for token, g in per_image.groupby("token", sort=False):
         if len(g) < s.min_images:
             continue
-        top, share, p = _association(g["cls"].dropna(), base)
-        shares = (g["cls"].value_counts() / len(g)).round(4).to_dict()
+        top, share, shares, p = _association(g["cls"].dropna(), base, seed=zlib.crc32(str(token).encode()))
         mass, area = g["mass"].mean(), g["area"].mean()
         rows.append(
             {

@@ -10,7 +10,8 @@ import pandas as pd
 
 from auditors.config.schema import AuditConfig
 from auditors.measure.gallery import GalleryItem
-from auditors.tokens.effects import flag_tokens, risk_score, token_effect
+from auditors.analysis.gate import token_decisions
+from auditors.tokens.effects import risk_score, select_effect_tokens, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
 __all__ = ["TokenResult", "analyse_tokens"]
@@ -27,6 +28,10 @@ class TokenResult:
 def _settings(cfg: AuditConfig) -> TokenSettings:
     t = cfg.tokens
     return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def _ci(v: Any) -> list[float] | None:
@@ -54,22 +59,28 @@ def analyse_tokens(
     table["flip_rate_removed"] = np.nan
     table["flip_rate_placebo"] = np.nan
     table["n_tested"] = 0
+    table["effect_p_value"] = np.nan
     table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
     table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
     examples: dict[str, list[GalleryItem]] = {}
     crops: dict[str, list[np.ndarray]] = {}
     labels = dict(zip(images["path"], images["label"]))
     if cfg.counterfactual.enabled and cfg.tokens.effect_tokens > 0:
-        for i in table.index[: cfg.tokens.effect_tokens]:
+        for i in select_effect_tokens(table, cfg.tokens.effect_tokens):
             token = table.at[i, "token"]
             res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer)
-            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested"):
+            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "effect_p_value"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
             examples[token], crops[token] = res["examples"], res["crops"]
         table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
         table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
-    table["flagged"] = flag_tokens(table, cfg)
+    decisions = token_decisions(table, cfg.tokens)
+    for col in decisions.columns:
+        table[col] = decisions[col]
+    # Flagged tokens first (dependence, then association), each group by risk: the report's top
+    # row is the most serious finding, not the most class-skewed mark.
+    table = table.sort_values(["flagged", "dependent", "risk", "n_images"], ascending=False, kind="stable").reset_index(drop=True)
     summary = [
         {
             "token": r.token,
@@ -90,6 +101,14 @@ def analyse_tokens(
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
             "risk": float(r.risk),
             "flagged": bool(r.flagged),
+            # issue 10: two findings kept apart (data association vs model dependence)
+            "q_value": _num(r.q_value),
+            "associated": bool(r.associated),
+            "attended": bool(r.attended),
+            "effect_p_value": _num(r.effect_p_value),
+            "effect_q_value": _num(r.effect_q_value),
+            "dependent": bool(r.dependent),
+            "finding": r.finding,
         }
         for r in table.head(cfg.tokens.top_n).itertuples()
     ]
