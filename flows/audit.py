@@ -73,7 +73,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 4
+CHUNK_FORMAT = 5  # 5: text_instances.patch (issue 10)
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:

@@ -27,7 +27,10 @@ class TokenResult:
 
 def _settings(cfg: AuditConfig) -> TokenSettings:
     t = cfg.tokens
-    return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
+    return TokenSettings(
+        min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images,
+        max_visual_distance=t.max_visual_distance, max_edit_distance=t.max_edit_distance,
+    )
 
 
 def _num(v: Any) -> float | None:
