@@ -261,7 +261,7 @@ class TokensConfig(_Strict):
         description="A token is model-dependent when its removal effect exceeds max_effect at this BH false-discovery rate.",
     )
     max_visual_distance: float = Field(
-        default=0.35, gt=0.0, le=2.0, description="Descriptor distance within which two crops are one visual mark."
+        default=0.25, gt=0.0, le=2.0, description="1 - aligned crop similarity (NCC) within which two crops are one visual mark."
     )
     max_edit_distance: float = Field(
         default=0.34, ge=0.0, le=1.0, description="Read strings this close (edits / length) that also look alike are one mark."

@@ -19,10 +19,12 @@ from auditors.data.geometry import Placement, polygons_to_mask
 from auditors.measure.metrics import region_metrics
 from auditors.regions.base import Region
 
-__all__ = ["INSTANCE_COLUMNS", "instance_rows", "crop_fingerprint", "crop_patch", "polygon_crop", "top_instance_columns", "PATCH_H", "PATCH_W"]
+__all__ = ["INSTANCE_COLUMNS", "instance_rows", "crop_fingerprint", "crop_patch", "polygon_crop", "top_instance_columns", "PATCH_H", "PATCH_MIN_W", "PATCH_MAX_W"]
 
-#: Size of the stored grey crop the token stage compares (aligned, multi-scale) across images.
-PATCH_H, PATCH_W = 16, 48
+#: Height of the stored grey crop the token stage compares (aligned, multi-scale) across images;
+#: its width follows the crop's aspect ratio (PATCH_MIN_W..PATCH_MAX_W), so a long text line
+#: keeps its letters instead of becoming a texture.
+PATCH_H, PATCH_MIN_W, PATCH_MAX_W = 16, 8, 192
 
 #: text_instances.parquet columns and dtypes.
 INSTANCE_COLUMNS: dict[str, str] = {
@@ -37,7 +39,7 @@ INSTANCE_COLUMNS: dict[str, str] = {
     "text_conf": "float64",
     "fingerprint": "string",  # 64-bit difference hash of the crop, hex
     "aspect": "float64",  # crop width / height
-    "patch": "string",  # base64 grey PATCH_H x PATCH_W crop: the token stage's visual descriptor
+    "patch": "string",  # base64 grey crop, PATCH_H high: the token stage's visual descriptor
     "mass": "float64",
     "area": "float64",
     "lift": "float64",
@@ -72,15 +74,16 @@ def crop_fingerprint(crop: np.ndarray) -> str:
 
 
 def crop_patch(crop: np.ndarray) -> str:
-    """The crop as a ``PATCH_H x PATCH_W`` grey patch, base64: 768 bytes per instance.
+    """The crop as a grey patch ``PATCH_H`` high, base64 (16 x 48 = 768 bytes for a 3:1 word).
 
     Unlike a 64-bit hash this keeps enough of the mark to *align* two crops whose boxes differ by
     a few pixels (see ``tokens.visual``), which is what splits one badge into several tokens.
     """
     if crop.size == 0:
-        return base64.b64encode(bytes(PATCH_H * PATCH_W)).decode("ascii")
+        return base64.b64encode(bytes(PATCH_H * PATCH_MIN_W)).decode("ascii")
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
-    small = cv2.resize(grey, (PATCH_W, PATCH_H), interpolation=cv2.INTER_AREA)
+    width = int(np.clip(round(PATCH_H * crop.shape[1] / max(crop.shape[0], 1)), PATCH_MIN_W, PATCH_MAX_W))
+    small = cv2.resize(grey, (width, PATCH_H), interpolation=cv2.INTER_AREA)
     return base64.b64encode(np.ascontiguousarray(small, dtype=np.uint8).tobytes()).decode("ascii")
 
 

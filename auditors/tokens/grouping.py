@@ -30,7 +30,7 @@ class TokenSettings:
     max_hamming: int = 6  # legacy instances without a patch: fingerprint bits two crops may differ by
     max_aspect_ratio: float = 1.35  # two crops of one mark differ in aspect ratio at most by this factor
     min_images: int = 3
-    max_visual_distance: float = 0.35  # 1 - aligned similarity within which two crops are one mark
+    max_visual_distance: float = 0.25  # 1 - aligned similarity within which two crops are one mark
     max_edit_distance: float = 0.34  # edits / length within which two reads of one mark are merged
 
 
@@ -66,7 +66,7 @@ def _visual_labels(instances: pd.DataFrame, s: TokenSettings) -> np.ndarray:
     patches, ok = decode_patches(instances["patch"].tolist() if "patch" in instances else [None] * n)
     if ok.any():
         idx = np.flatnonzero(ok)
-        labels[idx] = idx[visual_components(patches[idx], aspects[idx], 1.0 - s.max_visual_distance, s.max_aspect_ratio)]
+        labels[idx] = idx[visual_components([patches[i] for i in idx], aspects[idx], 1.0 - s.max_visual_distance, s.max_aspect_ratio)]
     if (~ok).any():
         idx = np.flatnonzero(~ok)
         labels[idx] = idx[hash_components(instances["fingerprint"].iloc[idx].tolist(), aspects[idx], s.max_hamming, s.max_aspect_ratio)]

@@ -111,7 +111,7 @@ def analyse_tokens(
             "effect_p_value": _num(r.effect_p_value),
             "effect_q_value": _num(r.effect_q_value),
             "dependent": bool(r.dependent),
-            "finding": r.finding,
+            "finding": r.finding if isinstance(r.finding, str) else None,
         }
         for r in table.head(cfg.tokens.top_n).itertuples()
     ]

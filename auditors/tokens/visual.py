@@ -17,12 +17,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from auditors.measure.instances import PATCH_H, PATCH_W
+from auditors.measure.instances import PATCH_H, PATCH_MAX_W, PATCH_MIN_W
 
 __all__ = ["decode_patches", "patch_similarity", "visual_components", "hash_components", "UnionFind"]
 
 _SCALES = (0.9, 1.0, 1.1)  # box-edge jitter changes a crop's scale by up to ~10%
-_MARGIN = (2, 6)  # rows, columns trimmed off the template: the part a jittered box may lose
+_MARGIN_Y, _MARGIN_X = 2, 0.125  # rows / share of columns trimmed off the template: what a jittered box may lose
 _EMBED = (6, 18)  # embedding grid (h, w) for candidate search
 _DIMS = 12  # PCA dimensions of the embedding (KD-trees stay fast in low dimensions)
 
@@ -51,32 +51,33 @@ class UnionFind:
         return np.array([self.find(i) for i in range(len(self.parent))])
 
 
-def decode_patches(values: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-    """``(n, PATCH_H, PATCH_W)`` float32 patches and a mask of rows that had a valid one."""
-    n = len(values)
-    out = np.zeros((n, PATCH_H, PATCH_W), np.float32)
-    ok = np.zeros(n, bool)
-    size = PATCH_H * PATCH_W
-    for i, v in enumerate(values):
+def decode_patches(values: Sequence[object]) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Float32 ``PATCH_H x w`` patches (None where missing or malformed) and a validity mask."""
+    out: list[np.ndarray | None] = []
+    for v in values:
+        patch = None
         if isinstance(v, str) and v:
             try:
                 raw = base64.b64decode(v, validate=True)
             except ValueError:
-                continue
-            if len(raw) == size:
-                out[i] = np.frombuffer(raw, np.uint8).reshape(PATCH_H, PATCH_W)
-                ok[i] = True
-    return out, ok
+                raw = b""
+            w = len(raw) // PATCH_H
+            if raw and len(raw) == PATCH_H * w and PATCH_MIN_W <= w <= PATCH_MAX_W:
+                patch = np.frombuffer(raw, np.uint8).reshape(PATCH_H, w).astype(np.float32)
+        out.append(patch)
+    return out, np.array([p is not None for p in out], bool)
 
 
 def _one_way(a: np.ndarray, b: np.ndarray) -> float:
-    """Best NCC of ``a``'s centre (at three scales) anywhere inside ``b``."""
+    """Best NCC of ``a``'s centre (at three scales) anywhere inside ``b`` (resized to ``a``'s width)."""
+    h_a, w_a = a.shape
+    if b.shape != a.shape:
+        b = cv2.resize(b, (w_a, h_a), interpolation=cv2.INTER_AREA)
     best = -1.0
-    my, mx = _MARGIN
     for s in _SCALES:
-        h = min(PATCH_H, max(3, round((PATCH_H - 2 * my) * s)))
-        w = min(PATCH_W, max(3, round((PATCH_W - 2 * mx) * s)))
-        y0, x0 = (PATCH_H - h) // 2, (PATCH_W - w) // 2
+        h = min(h_a, max(3, round((h_a - 2 * _MARGIN_Y) * s)))
+        w = min(w_a, max(3, round(w_a * (1 - 2 * _MARGIN_X) * s)))
+        y0, x0 = (h_a - h) // 2, (w_a - w) // 2
         t = a[y0 : y0 + h, x0 : x0 + w]
         if float(t.max()) - float(t.min()) < 4.0:  # a flat template correlates with nothing
             continue
@@ -90,7 +91,7 @@ def patch_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return min(_one_way(a, b), _one_way(b, a))
 
 
-def _embedding(patches: np.ndarray, log_aspect: np.ndarray) -> np.ndarray:
+def _embedding(patches: Sequence[np.ndarray], log_aspect: np.ndarray) -> np.ndarray:
     """Blurred, contrast-normalised small grid, reduced by PCA, plus log aspect ratio."""
     n = len(patches)
     small = np.stack([cv2.resize(p, (_EMBED[1], _EMBED[0]), interpolation=cv2.INTER_AREA) for p in patches]).reshape(n, -1)
@@ -121,17 +122,34 @@ def _candidates(points: np.ndarray, k: int) -> np.ndarray:
 
 
 def _join(uf: UnionFind, pairs: np.ndarray, ok: callable) -> int:
-    """Union every candidate pair not already joined that ``ok(i, j)`` accepts; returns joins."""
+    """Union candidate pairs that ``ok`` accepts *and* whose components' roots ``ok`` accepts.
+
+    The second check stops chaining: without it, small same-font words drift from one to the
+    next (a-b, b-c, ...) into one component; with it every member of a component is similar to
+    its root, while one mark's jittered crops, all similar to each other, still join.
+    """
     joined = 0
     for i, j in pairs.tolist():
-        if uf.find(i) != uf.find(j) and ok(i, j):
-            uf.union(i, j)
+        ri, rj = uf.find(i), uf.find(j)
+        if ri != rj and ok(i, j) and (ri == i and rj == j or ok(ri, rj)):
+            uf.union(ri, rj)
             joined += 1
     return joined
 
 
+def _medoids(emb: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per component, the member nearest the component's mean embedding (vectorised)."""
+    sums = np.zeros((n_groups, emb.shape[1]))
+    np.add.at(sums, inverse, emb)
+    means = sums / np.bincount(inverse, minlength=n_groups)[:, None]
+    dist = np.linalg.norm(emb - means[inverse], axis=1)
+    order = np.lexsort((dist, inverse))  # by component, nearest first
+    first = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    return order[first]
+
+
 def visual_components(
-    patches: np.ndarray, aspects: np.ndarray, min_similarity: float, max_aspect_ratio: float, k: int = 8, rounds: int = 3
+    patches: Sequence[np.ndarray], aspects: np.ndarray, min_similarity: float, max_aspect_ratio: float, k: int = 8, rounds: int = 3
 ) -> np.ndarray:
     """Component label (smallest member index) per patch: crops that show the same mark.
 
@@ -153,14 +171,19 @@ def visual_components(
         return np.zeros(1, int)
     emb = _embedding(patches, log_aspect)
     _join(uf, _candidates(emb, k), ok)
-    for _ in range(rounds):  # fragments of one mark: compare components through representatives
+    for _ in range(rounds):  # fragments of one mark: compare components through their medoids
         labels = uf.labels()
-        roots, first = np.unique(labels, return_index=True)
+        roots, inverse = np.unique(labels, return_inverse=True)
         if len(roots) < 2:
             break
-        reps = first  # the smallest member stands for its component
-        pairs = _candidates(emb[reps], k)
-        if not _join(uf, reps[pairs], ok):
+        reps = _medoids(emb, inverse, len(roots))
+        joined = 0
+        for a, b in _candidates(emb[reps], k).tolist():
+            ra, rb = reps[a], reps[b]
+            if uf.find(ra) != uf.find(rb) and ok(ra, rb):
+                uf.union(ra, rb)
+                joined += 1
+        if not joined:
             break
     return uf.labels()
 
