@@ -27,7 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
 from auditors.analysis.aggregate import aggregate
-from auditors.analysis.gate import apply_gate
+from auditors.analysis.gate import apply_gate, token_failures
 from auditors.config import AuditConfig, config_from_dict
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
@@ -136,11 +136,7 @@ def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> Tok
 def _token_failures(tokens: TokenResult | None) -> list[dict[str, Any]]:
     if tokens is None:
         return []
-    return [
-        {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
-         "lower": (t["effect_ci"] or [None])[0], "threshold": None}
-        for t in tokens.summary if t["flagged"]
-    ]
+    return token_failures(tokens.summary)
 
 
 @task(name="finalize")
@@ -162,7 +158,7 @@ def finalize(
     write_json(folder.validation, validation)
     per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
     cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
-    gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
+    gate = apply_gate(per_class, cfg.gate, regions, cf_regions, level=cfg.stats.ci)
     token_failures = _token_failures(tokens)
     if token_failures:
         gate["passed"] = False

@@ -16,7 +16,7 @@ import pandas as pd
 from auditors.analysis.stats import bh_adjust, interval_pvalue
 from auditors.config.schema import GateConfig, TokensConfig
 
-__all__ = ["apply_gate", "grid_cells", "token_decisions", "TOKEN_GATE_RULE"]
+__all__ = ["apply_gate", "grid_cells", "token_decisions", "token_failures", "TOKEN_GATE_RULE"]
 
 
 def apply_gate(
@@ -53,6 +53,7 @@ def apply_gate(
         "fdr": gate.fdr,
         "n_tests": len(cells),
         "rule": GRID_RULE.format(fdr=gate.fdr, min_n=gate.min_images_per_class),
+        "token_rule": TOKEN_GATE_RULE,
     }
 
 
@@ -128,3 +129,13 @@ def token_decisions(table: pd.DataFrame, tc: TokensConfig) -> pd.DataFrame:
 
     out["finding"] = out.apply(finding, axis=1) if len(out) else pd.Series(dtype=object)
     return out
+
+
+def token_failures(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gate failures of the flagged tokens of ``summary["tokens"]``, each naming its finding."""
+    return [
+        {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
+         "lower": (t["effect_ci"] or [None])[0], "threshold": None, "finding": t.get("finding"),
+         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value")}
+        for t in tokens if t["flagged"]
+    ]
