@@ -161,6 +161,7 @@ def association_pvalue(with_token: np.ndarray, base: np.ndarray, n_sim: int = 10
         fpc = (total - 1) / (total - n)  # sampling without replacement: variance shrinks by (N-n)/(N-1)
         return float(chi2.sf(g_obs * fpc, len(base) - 1))
     rng = np.random.default_rng(seed)
+    n_sim = min(n_sim, max(1000, 2_000_000 // len(base)))  # bounded work with 1,000 classes (ImageNet)
     sims = rng.multivariate_hypergeometric(base, n, size=n_sim).astype(float)
     g_sim = _g_statistic(sims, expected[None, :])
     return float((np.sum(g_sim >= g_obs - 1e-9) + 1) / (n_sim + 1))
