@@ -14,18 +14,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from auditors.config.schema import AuditConfig
+from auditors.cam import CamEngine
+from auditors.config.schema import CounterfactualConfig, StatsConfig, TokensConfig
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem
 from auditors.data.geometry import polygons_to_mask, warp_points
 from auditors.measure.instances import polygon_crop
 from auditors.measure.metrics import upsample_maps
-from auditors.models.loading import select_device
-from auditors.data.batches import load_batch, to_input
+from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.measure.metrics import display_map
-from auditors.models.engines import class_name, engine_for
+from auditors.models.engines import class_name
 from auditors.analysis.stats import bootstrap_pvalue, mean_ci
 
 __all__ = ["token_effect", "risk_score", "flag_tokens", "sample_paths", "select_effect_tokens"]
@@ -35,29 +36,35 @@ def token_effect(
     token: str,
     instances: pd.DataFrame,
     labels: dict[str, str | None],
-    cfg: AuditConfig,
     classes: list[str],
-    target_layer: str,
+    *,
+    engine: CamEngine,
+    device: torch.device,
+    prep: Preprocess,
+    root: Path,
+    cf: CounterfactualConfig,
+    stats: StatsConfig,
+    max_images: int,
+    batch_size: int,
+    max_effect: float = 0.0,
     n_examples: int = 3,
     n_crops: int = 4,
 ) -> dict[str, Any]:
     """Flip rates, confidence drops and effect (with interval) of removing ``token``.
 
-    ``instances``: the token's rows of text_instances (path, polygon). Returns statistics plus
-    example crops and gallery items (before/after) for the report.
+    ``instances``: the token's rows of text_instances (path, polygon, relative to ``root``);
+    at most ``max_images`` of its images are edited (``cf`` says how), ``batch_size`` at a time.
+    Returns statistics plus example crops and gallery items (before/after) for the report, and
+    ``effect_p_value``: the one-sided bootstrap p-value of "effect <= ``max_effect``".
     """
-    tc = cfg.tokens
-    cf = cfg.counterfactual
-    device = select_device(cfg.cam.device)
-    engine = engine_for(cfg, target_layer, device)
-    paths = sample_paths(list(dict.fromkeys(instances["path"])), tc.max_effect_images, cfg.stats.seed, token)
+    paths = sample_paths(list(dict.fromkeys(instances["path"])), max_images, stats.seed, token)
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
-    size = tuple(cfg.model.input_size)
+    size = prep.input_size
     effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
     examples: list[GalleryItem] = []
     crops: list[np.ndarray] = []
-    for batch in chunked([Entry(p, labels.get(p)) for p in paths], cfg.cam.batch_size):
-        loaded = load_batch(batch, Path(cfg.dataset.root), cfg, [])
+    for batch in chunked([Entry(p, labels.get(p)) for p in paths], batch_size):
+        loaded = load_batch(batch, Path(root), prep, [])
         plans, kept = [], []
         for it in loaded:
             model_polys = [warp_points(p, it.placement) for p in polys[it.path]]
@@ -73,8 +80,8 @@ def token_effect(
             continue
         n = len(kept)
         views = [it.model_view for it in kept] + [p.removed for p, _ in plans] + [p.placebo for p, _ in plans]
-        base = engine.compute(to_input(views[:n], cfg, device))
-        out = engine.compute(to_input(views[n:], cfg, device), base.targets.repeat(2))
+        base = engine.compute(to_input(views[:n], prep, device))
+        out = engine.compute(to_input(views[n:], prep, device), base.targets.repeat(2))
         pred = base.probs.argmax(1)
         conf = base.probs.gather(1, pred[:, None])[:, 0]
         after = out.probs.gather(1, pred.repeat(2)[:, None])[:, 0]
@@ -105,7 +112,7 @@ def token_effect(
                     )
                 )
     eff = np.array(effects, float)
-    st = cfg.stats
+    st = stats
     return {
         "n_tested": len(effects),
         "flip_rate_removed": float(np.mean(flips_removed)) if flips_removed else None,
@@ -114,8 +121,8 @@ def token_effect(
         "conf_drop_placebo": float(np.mean(drops_placebo)) if drops_placebo else None,
         "effect": float(eff.mean()) if len(eff) else None,
         "effect_ci": mean_ci(eff, st.bootstrap, st.ci, st.seed),
-        # one-sided H0 effect <= tokens.max_effect; same resamples as the interval (issue 10)
-        "effect_p_value": bootstrap_pvalue(eff, tc.max_effect, st.bootstrap, st.seed),
+        # one-sided H0 effect <= max_effect, same resamples as the interval (issue 10)
+        "effect_p_value": bootstrap_pvalue(eff, max_effect, st.bootstrap, st.seed),
         "examples": examples,
         "crops": crops,
     }
@@ -135,11 +142,11 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
     return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
 
 
-def flag_tokens(table: pd.DataFrame, cfg: AuditConfig) -> pd.Series:
+def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
     """Flagged tokens: model dependence, or association with attention (see ``analysis.gate.token_decisions``)."""
     from auditors.analysis.gate import token_decisions
 
-    return token_decisions(table, cfg.tokens)["flagged"]
+    return token_decisions(table, tc)["flagged"]
 
 
 def sample_paths(paths: list[str], k: int, seed: int, token: str) -> list[str]:

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 
 from auditors.config.schema import AuditConfig
+from auditors.data.batches import Preprocess
 from auditors.measure.gallery import GalleryItem
+from auditors.models.engines import engine_for
+from auditors.models.loading import select_device
 from auditors.analysis.gate import token_decisions
 from auditors.tokens.effects import risk_score, select_effect_tokens, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
@@ -69,9 +72,16 @@ def analyse_tokens(
     crops: dict[str, list[np.ndarray]] = {}
     labels = dict(zip(images["path"], images["label"]))
     if cfg.counterfactual.enabled and cfg.tokens.effect_tokens > 0:
+        device = select_device(cfg.cam.device)
+        engine = engine_for(cfg.model, cfg.cam, target_layer, device)
+        prep = Preprocess.of(cfg.model)
         for i in select_effect_tokens(table, cfg.tokens.effect_tokens):
             token = table.at[i, "token"]
-            res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer)
+            res = token_effect(
+                token, instances[instances["token"] == token], labels, classes, engine=engine, device=device, prep=prep,
+                root=cfg.dataset.root, cf=cfg.counterfactual, stats=cfg.stats,
+                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size, max_effect=cfg.tokens.max_effect,
+            )
             for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "effect_p_value"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]

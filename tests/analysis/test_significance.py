@@ -16,7 +16,7 @@ from auditors.config.schema import GateConfig, TokensConfig
 from auditors.tokens.effects import sample_paths, select_effect_tokens
 from auditors.tokens.grouping import TokenSettings, token_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
 def test_bh_adjust_matches_the_hand_computed_step_up():

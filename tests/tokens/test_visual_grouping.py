@@ -1,6 +1,6 @@
 """One token per mark (issue 10): jittered crops of one mark, misreads of one mark, distinct words.
 
-Real crops: a logo cut from a real photo (tests/data/scenetext/scenetext01.jpg) and the words an
+Real crops: a logo cut from a real photo (tests/fixtures/scenetext/scenetext01.jpg) and the words an
 EasyOCR run found on the 17 real photos (easyocr_words.json, boxes in original pixels).
 """
 
@@ -16,7 +16,7 @@ from auditors.measure.instances import crop_fingerprint, crop_patch, polygon_cro
 from auditors.tokens.grouping import TokenSettings, assign_tokens, edit_ratio, normalise_text
 from auditors.tokens.visual import decode_patches, patch_similarity
 
-DATA = Path(__file__).parent / "data" / "scenetext"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "scenetext"
 WORDS = json.loads((DATA / "easyocr_words.json").read_text())
 COLUMNS = ["path", "instance", "text", "text_conf", "fingerprint", "aspect", "patch"]
 
