@@ -62,7 +62,7 @@ def apply_gate(
 GRID_RULE = (
     "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
     "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= {fdr} "
-    "(with a single test this is the 95% interval's lower bound above the threshold); classes with fewer "
+    "(with a single test and the defaults: the 95% interval's lower bound above the threshold); classes with fewer "
     "than {min_n} images are reported, never tested"
 )
 
