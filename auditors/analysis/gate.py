@@ -95,7 +95,7 @@ def grid_cells(
 
 TOKEN_GATE_RULE = (
     "a token fails the gate when the model depends on it: removing it lowers confidence by more than "
-    "tokens.max_effect beyond a matched placebo (bootstrap p-value, Benjamini-Hochberg q <= tokens.dependence_fdr "
+    "tokens.max_effect beyond a matched placebo (one-sided t-test, Benjamini-Hochberg q <= tokens.dependence_fdr "
     "across the tested tokens), or when it is class-associated (omnibus class test, BH q <= tokens.max_p_value "
     "across tokens) and attended above tokens.max_lift; association alone fails only with tokens.fail_on_association"
 )
