@@ -1,22 +1,78 @@
-"""The bias gate: the one place that decides which classes are flagged and whether the audit passes.
+"""The bias gate: the one module that decides what is flagged and whether the audit passes.
 
-A rule fails when a class's statistic exceeds its threshold significantly: a one-sided p-value
-per (class, rule) cell, Benjamini-Hochberg adjusted across the whole grid, so adding regions and
-classes does not multiply false alarms, and a noisy estimate on few images never flags on its
-point value alone.
+Every pass/fail decision lives here, so a new rule is added in one place:
+
+- class rules (:func:`apply_gate`): a rule fails when a class's statistic exceeds its threshold
+  significantly: a one-sided p-value per (class, rule) cell, Benjamini-Hochberg adjusted across
+  the whole grid, so more regions and classes do not multiply false alarms (issue 10);
+- token rules (:func:`token_decisions`, :func:`token_failures`): a token the model depends on
+  (on its own), or a class-associated token that is over-attended (association alone only
+  with ``tokens.fail_on_association``);
+- run rules (:func:`validation_failure`): result tables that fail validation cannot be trusted;
+- :func:`decide` combines them into the ``gate`` section of summary.json;
+- the levels the report colours cells with (:func:`interval_level`, :func:`point_level`,
+  :func:`effect_status`, :func:`token_status`) follow the same rules, so the report never
+  re-derives a decision from thresholds on its own.
+
+Adding a rule: write a function returning failure dicts ``{"class", "rule", "value",
+"threshold", ...}`` and append its failures in :func:`decide`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from auditors.analysis.stats import bh_adjust, interval_pvalue
+from auditors.analysis.stats import bh_adjust, finite, interval, interval_pvalue
 from auditors.config.schema import GateConfig, TokensConfig
 
-__all__ = ["apply_gate", "grid_cells", "token_decisions", "token_failures", "TOKEN_GATE_RULE"]
+__all__ = [
+    "RULE", "apply_gate", "decide", "limit", "lift_limits", "effect_limits", "token_failures", "validation_failure",
+    "flag_tokens", "token_decisions", "grid_cells", "TOKEN_GATE_RULE", "interval_level", "point_level", "effect_status", "token_status",
+]
+
+#: The gate's decision rule in words (summary.json ``gate.rule``).
+RULE = (
+    "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
+    "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= gate.fdr "
+    "(with a single test and the defaults: the 95% interval's lower bound above the threshold); classes with fewer "
+    "than gate.min_images_per_class images are reported, never tested"
+)
+
+#: A point estimate this close to its limit (as a share of it) is shown as a warning.
+WARN_SHARE = 0.75
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def limit(gate: GateConfig, region: str, kind: str) -> float | None:
+    """The gate's ``kind`` ("lift" or "effect") limit for ``region``, or None when none is set."""
+    if region == "text":
+        return gate.max_text_lift if kind == "lift" else gate.max_text_effect
+    return (gate.max_lift if kind == "lift" else gate.max_effect).get(region)
+
+
+def lift_limits(gate: GateConfig, regions: list[str]) -> dict[str, float]:
+    """Lift limits of the measured regions that have one."""
+    out = {r: v for r, v in gate.max_lift.items() if r in regions}
+    if "text" in regions:
+        out["text"] = gate.max_text_lift
+    return out
+
+
+def effect_limits(gate: GateConfig, cf_regions: list[str]) -> dict[str, float]:
+    """Effect limits of the intervened regions that have one."""
+    out = {r: v for r, v in gate.max_effect.items() if r in cf_regions}
+    if "text" in cf_regions:
+        out["text"] = gate.max_text_effect
+    return out
+
+
+# --------------------------------------------------------------------------- class rules
 
 
 def apply_gate(
@@ -25,15 +81,13 @@ def apply_gate(
     """Flag classes whose statistics exceed the thresholds at FDR ``gate.fdr``; mutates ``per_class``.
 
     Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
-    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` for any other region.
+    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` / ``max_norm_lift[r]`` for other regions.
+    ``level``: the coverage of the intervals (``stats.ci``) the p-values are recovered from.
     """
-    lift_limits = {**{r: v for r, v in gate.max_lift.items() if r in regions}}
-    if "text" in regions:
-        lift_limits["text"] = gate.max_text_lift
-    effect_limits = {r: v for r, v in gate.max_effect.items() if r in cf_regions}
-    if "text" in cf_regions:
-        effect_limits["text"] = gate.max_text_effect
-    cells = grid_cells(per_class, gate, lift_limits, effect_limits, level)
+    rules = [(f"{r}_lift", t) for r, t in lift_limits(gate, regions).items()]
+    rules += [(f"{r}_effect", t) for r, t in effect_limits(gate, cf_regions).items()]
+    rules += [(f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
+    cells = grid_cells(per_class, gate, rules, level)
     failures = []
     for name, stats in per_class.items():
         found = [c for c in cells if c["class"] == name and c["failed"]]
@@ -52,25 +106,13 @@ def apply_gate(
         "max_text_effect": gate.max_text_effect,
         "fdr": gate.fdr,
         "n_tests": len(cells),
-        "rule": GRID_RULE.format(fdr=gate.fdr, min_n=gate.min_images_per_class),
+        "rule": RULE,
         "token_rule": TOKEN_GATE_RULE,
     }
 
 
-# --- False-discovery-rate control across the class x region x rule grid (issue 10) ---------------
-
-GRID_RULE = (
-    "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
-    "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= {fdr} "
-    "(with a single test and the defaults: the 95% interval's lower bound above the threshold); classes with fewer "
-    "than {min_n} images are reported, never tested"
-)
-
-
-def grid_cells(
-    per_class: dict[str, dict], gate: GateConfig, lift_limits: dict[str, float], effect_limits: dict[str, float], level: float
-) -> list[dict[str, Any]]:
-    """Every tested (class, rule) cell with its p-value, BH q-value and decision.
+def grid_cells(per_class: dict[str, dict], gate: GateConfig, rules: list[tuple[str, float]], level: float) -> list[dict[str, Any]]:
+    """Every tested (class, rule) cell with its p-value, BH q-value and decision (issue 10).
 
     A cell is tested when the class has ``gate.min_images_per_class`` images and an interval.
     """
@@ -78,7 +120,7 @@ def grid_cells(
     for name, stats in per_class.items():
         if stats.get("n", 0) < gate.min_images_per_class:
             continue
-        for key, threshold in [(f"{r}_lift", t) for r, t in lift_limits.items()] + [(f"{r}_effect", t) for r, t in effect_limits.items()]:
+        for key, threshold in rules:
             ci = stats.get(f"{key}_ci")
             p = interval_pvalue(ci, threshold, level)
             if p is None or stats.get(key) is None:
@@ -91,7 +133,8 @@ def grid_cells(
     return cells
 
 
-# --- Token findings: data association vs model dependence (issue 10) ------------------------------
+# --------------------------------------------------------------------------- token and run rules
+
 
 TOKEN_GATE_RULE = (
     "a token fails the gate when the model depends on it: removing it lowers confidence by more than "
@@ -131,11 +174,97 @@ def token_decisions(table: pd.DataFrame, tc: TokensConfig) -> pd.DataFrame:
     return out
 
 
+def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
+    """Flagged tokens: model dependence, or association with attention (see :func:`token_decisions`)."""
+    return token_decisions(table, tc)["flagged"]
+
+
 def token_failures(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Gate failures of the flagged tokens of ``summary["tokens"]``, each naming its finding."""
+    """One gate failure per flagged token (entries of summary.json ``tokens``), naming its finding."""
     return [
         {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
          "lower": (t["effect_ci"] or [None])[0], "threshold": None, "finding": t.get("finding"),
          "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value")}
         for t in tokens if t["flagged"]
     ]
+
+
+def validation_failure(validation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A whole-run failure when the result tables failed Great Expectations validation."""
+    if validation["success"]:
+        return None
+    return {"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0}
+
+
+def decide(
+    per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str],
+    tokens: list[dict[str, Any]], validation: Mapping[str, Any], level: float = 0.95,
+) -> dict[str, Any]:
+    """The whole gate: class rules (flags ``per_class`` in place), then tokens, then validation."""
+    result = apply_gate(per_class, gate, regions, cf_regions, level)
+    failures = token_failures(tokens)
+    invalid = validation_failure(validation)
+    if invalid is not None:
+        failures.append(invalid)
+    if failures:
+        result["passed"] = False
+        result["failures"] += failures
+    return result
+
+
+# --------------------------------------------------------------------------- levels shown in the report
+
+
+def point_level(value: Any, threshold: float | None) -> str:
+    """"bad" above the limit, "warn" within 25% of it, "ok" below; "" when either is missing."""
+    v = finite(value)
+    if v is None or threshold is None:
+        return ""
+    if v > threshold:
+        return "bad"
+    if v >= WARN_SHARE * threshold:
+        return "warn"
+    return "ok"
+
+
+def interval_level(value: Any, ci: Any, threshold: float | None) -> str:
+    """As the gate decides: "bad" when even the interval's lower bound is above the limit,
+    "warn" when only part of it is, "ok" when all of it is below. Without an interval the
+    point estimate decides (:func:`point_level`)."""
+    if finite(value) is None or threshold is None:
+        return ""
+    ci = interval(ci)
+    if ci is None:
+        return point_level(value, threshold)
+    lo, hi = ci
+    if lo > threshold:
+        return "bad"
+    if hi > threshold:
+        return "warn"
+    return "ok"
+
+
+def effect_status(level: str, n: float | None, min_n: float | None) -> str:
+    """A class's effect status: its level, but "small" when above the limit on too few images to
+    be flagged (``gate.min_images_per_class``), "none" without a level."""
+    if not level:
+        return "none"
+    if level == "bad" and min_n is not None and n is not None and n < min_n:
+        return "small"
+    return level
+
+
+def token_status(t: Mapping[str, Any], limits: Mapping[str, float | None], flagged: bool) -> tuple[str, str]:
+    """("flagged" | "spread" | "ok", why) of a token entry; ``why`` names the criteria a flagged
+    token met. "spread": attended or needed, but not associated with one class.
+    ``limits``: {"lift", "effect", "p_value"} as in ``tokens.max_*``."""
+    lift, p = finite(t.get("lift")), finite(t.get("p_value"))
+    ci = interval(t.get("effect_ci"))
+    attended = lift is not None and limits["lift"] is not None and lift > limits["lift"]
+    effective = ci is not None and limits["effect"] is not None and ci[0] > limits["effect"]
+    if flagged:
+        return "flagged", ", ".join(w for w, on in (("lift", attended), ("effect", effective)) if on)
+    associated = p is not None and limits["p_value"] is not None and p < limits["p_value"]
+    if (attended or effective) and not associated and p is not None and limits["p_value"] is not None:
+        return "spread", ""
+    return "ok", ""

@@ -6,11 +6,13 @@ Percentile bootstrap, seeded. Resamples are drawn in blocks so memory stays boun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mean_ci", "ratio_ci"]
+__all__ = ["bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval"]
 
 _BLOCK_CELLS = 4_000_000  # indices per block: ~32 MB of int64
 
@@ -26,8 +28,22 @@ def bootstrap_ci(
 
     Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows.
     """
-    values = bootstrap_values(columns, statistic, n_boot, seed)
-    if values is None:
+    data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
+    data = data[np.isfinite(data).all(axis=1)]
+    n = len(data)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    block = max(1, min(n_boot, _BLOCK_CELLS // n))
+    stats = []
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        sample = data[idx]  # (b, n, k)
+        stats.append(statistic(*(sample[..., j] for j in range(data.shape[1]))))
+    values = np.concatenate(stats)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
         return None
     alpha = (1 - level) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
@@ -50,10 +66,31 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, level: float 
     return bootstrap_ci([num, den], ratio, n_boot, level, seed)
 
 
+def finite(value: Any) -> float | None:
+    """A finite float, or None for None/NaN/inf/booleans/non-numbers (JSON null, a dash in the report)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def interval(value: Any) -> tuple[float, float] | None:
+    """An interval [lo, hi] as two finite floats in order, or None when missing or malformed."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    lo, hi = finite(value[0]), finite(value[1])
+    if lo is None or hi is None:
+        return None
+    return (lo, hi) if lo <= hi else (hi, lo)
+
+
 # --- Significance tests and false-discovery-rate control (issue 10) -----------------------------
 # Kept next to the bootstrap so every p-value the gate uses is defined in one place.
 
-__all__ += ["bootstrap_values", "mean_pvalue", "interval_pvalue", "bh_adjust", "association_pvalue"]
+__all__ += ["mean_pvalue", "interval_pvalue", "bh_adjust", "association_pvalue"]
 
 
 def mean_pvalue(x: np.ndarray, threshold: float) -> float | None:
@@ -73,26 +110,6 @@ def mean_pvalue(x: np.ndarray, threshold: float) -> float | None:
     from scipy.stats import t
 
     return float(t.sf((x.mean() - threshold) / (sd / np.sqrt(len(x))), len(x) - 1))
-
-
-def bootstrap_values(columns: Sequence[np.ndarray], statistic, n_boot: int = 1000, seed: int = 0) -> np.ndarray | None:
-    """The finite bootstrap replicates of ``statistic`` (see :func:`bootstrap_ci`), or None."""
-    data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
-    data = data[np.isfinite(data).all(axis=1)]
-    n = len(data)
-    if n < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    block = max(1, min(n_boot, _BLOCK_CELLS // n))
-    stats = []
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        sample = data[idx]
-        stats.append(statistic(*(sample[..., j] for j in range(data.shape[1]))))
-    values = np.concatenate(stats)
-    values = values[np.isfinite(values)]
-    return values if len(values) else None
 
 
 def interval_pvalue(ci: Sequence[float] | None, threshold: float, level: float) -> float | None:

@@ -11,9 +11,10 @@ import pandas as pd
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess
 from auditors.measure.gallery import GalleryItem
+from auditors.analysis.gate import token_decisions
+from auditors.analysis.stats import interval
 from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
-from auditors.analysis.gate import token_decisions
 from auditors.tokens.effects import risk_score, select_effect_tokens, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
@@ -40,10 +41,6 @@ def _num(v: Any) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-def _ci(v: Any) -> list[float] | None:
-    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) else None
-
-
 def analyse_tokens(
     cfg: AuditConfig, instances: pd.DataFrame, images: pd.DataFrame, group_by: str, classes: list[str], target_layer: str
 ) -> TokenResult:
@@ -66,6 +63,7 @@ def analyse_tokens(
     table["flip_rate_placebo"] = np.nan
     table["n_tested"] = 0
     table["effect_p_value"] = np.nan
+    table["n_no_placebo"] = 0  # images of the token left out of its effect: no placebo avoiding all text
     table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
     table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
     examples: dict[str, list[GalleryItem]] = {}
@@ -80,9 +78,10 @@ def analyse_tokens(
             res = token_effect(
                 token, instances[instances["token"] == token], labels, classes, engine=engine, device=device, prep=prep,
                 root=cfg.dataset.root, cf=cfg.counterfactual, stats=cfg.stats,
-                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size, max_effect=cfg.tokens.max_effect,
+                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size, all_instances=instances,
+                max_effect=cfg.tokens.max_effect,
             )
-            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "effect_p_value"):
+            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "n_no_placebo", "effect_p_value"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
             examples[token], crops[token] = res["examples"], res["crops"]
@@ -109,11 +108,10 @@ def analyse_tokens(
             "area": float(r.area),
             "lift": float(r.lift),
             "effect": None if not np.isfinite(r.effect) else float(r.effect),
-            "effect_ci": _ci(r.effect_ci),
+            "effect_ci": list(interval(r.effect_ci) or []) or None,
             "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
-            "risk": float(r.risk),
-            "flagged": bool(r.flagged),
+            "n_no_placebo": int(r.n_no_placebo),
             # issue 10: two findings kept apart (data association vs model dependence)
             "q_value": _num(r.q_value),
             "associated": bool(r.associated),
@@ -122,6 +120,8 @@ def analyse_tokens(
             "effect_q_value": _num(r.effect_q_value),
             "dependent": bool(r.dependent),
             "finding": r.finding if isinstance(r.finding, str) else None,
+            "risk": float(r.risk),
+            "flagged": bool(r.flagged),
         }
         for r in table.head(cfg.tokens.top_n).itertuples()
     ]
