@@ -345,6 +345,19 @@ class GateConfig(_Strict):
         default=0.025, gt=0.0, le=0.5,
         description="Benjamini-Hochberg level across the class x region x rule grid (0.025: one cell = the 95% interval rule).",
     )
+    # --- regression against an earlier run of the same audit (history; issue 13) ---
+    baseline: str | None = Field(
+        default=None,
+        pattern=r"^(previous|[A-Za-z0-9][A-Za-z0-9._-]*)$",
+        description="Regression rule: 'previous' (the last finished run of this audit) or a run id under "
+        "<output.dir>/<name>/; null = off (the report still shows the change against the previous run).",
+    )
+    max_lift_increase: float = Field(
+        default=0.5, ge=0.0, description="Fail a class whose text lift rose by more than this (difference interval's lower bound)."
+    )
+    max_effect_increase: float = Field(
+        default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
+    )
 
 
 class OutputConfig(_Strict):
@@ -363,6 +376,54 @@ class RunConfig(_Strict):
     workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
 
 
+# --- experiment trackers (issue 11) ---
+_TRACKER_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _require_extra(module: str) -> None:
+    """Fail at config time (exit 2) when a tracker's optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the optional extra: pip install 'camaudit[{_TRACKER_EXTRAS[module]}]' ({module} is not installed)")
+
+
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000.")
+    experiment: str = Field(default="camaudit", min_length=1, description="Experiment name (created when missing).")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: <name>-<run-id>.")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root of a newly created experiment (e.g. a folder); default: MLflow's."
+    )
+
+    @model_validator(mode="after")
+    def _installed(self) -> MlflowTrackingConfig:
+        _require_extra("mlflow")
+        return self
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = Field(min_length=1, description="W&B project.")
+    mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline", description="offline writes the run under dir/wandb/ (sync later with `wandb sync`)."
+    )
+    entity: str | None = None
+    dir: Path | None = Field(default=None, description="Where wandb/ is written; default: the audit's output folder.")
+    max_images: int = Field(default=12, ge=0, description="Gallery heatmap overlays logged as wandb.Image.")
+
+    @model_validator(mode="after")
+    def _installed(self) -> WandbTrackingConfig:
+        _require_extra("wandb")
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment trackers, called once after the run's outputs are written."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
+
+
 class AuditConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     dataset: DatasetConfig
@@ -376,6 +437,7 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def counterfactual_regions(self) -> list[str]:
         """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
