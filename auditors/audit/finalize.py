@@ -105,7 +105,7 @@ def summarise(
     per_class, overall = aggregate(images, cfg, classes, regions, group_by)
     history = compare_with_history(cfg, run_id, per_class, images, group_by) if compare_history else None
     gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation,
-                  baseline=history["baseline"] if history else None)
+                  baseline=history["baseline"] if history else None, level=cfg.stats.ci)
     elapsed = time.perf_counter() - started if started is not None else 0.0
     return build_summary(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,

@@ -43,7 +43,7 @@ __all__ = ["region_payload", "readable", "RESULT_FORMAT", "ResultSpec", "ResultS
            "stored_columns", "to_json_value"]
 
 #: Bump when the payload layout changes: older entries then fail verification and are recomputed.
-RESULT_FORMAT = 2
+RESULT_FORMAT = 3  # 3: text instances carry a patch (issue 10)
 
 #: Packages whose source decides row values (report, analysis and flows do not).
 _ROW_SOURCES = ("cam", "data", "measure", "regions", "interventions", "models")

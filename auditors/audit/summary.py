@@ -95,6 +95,11 @@ class Failure(Record):
     lower: float | None = None
     token: str | None = None
     effect: float | None = None
+    # issue 10: grid cells carry their p/q-values, token failures their finding
+    p_value: float | None = None
+    q_value: float | None = None
+    effect_q_value: float | None = None
+    finding: str | None = None
 
 
 class Regression(Record):
@@ -115,6 +120,9 @@ class Gate(Record):
     max_text_lift: float | None = None
     max_text_effect: float | None = None
     rule: str = ""
+    fdr: float | None = None  # Benjamini-Hochberg level across the class x region x rule grid
+    n_tests: int | None = None  # cells tested
+    token_rule: str | None = None
     regression: Regression | None = None
 
 
@@ -193,6 +201,14 @@ class TokenEntry(Record):
     n_no_placebo: int | None = None
     risk: float | None = None
     flagged: bool = False
+    # issue 10: data association and model dependence, kept apart
+    q_value: float | None = None
+    associated: bool | None = None
+    attended: bool | None = None
+    effect_p_value: float | None = None
+    effect_q_value: float | None = None
+    dependent: bool | None = None
+    finding: str | None = None
 
 
 class MetricChange(Record):
