@@ -15,6 +15,7 @@ import torch
 from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash, load_rgb
 from auditors.data.discovery import Entry
+from auditors.data.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.data.geometry import Placement, placement_for, warp_image
 from auditors.errors import InputError
 
@@ -40,10 +41,10 @@ def load_batch(entries: list[Entry], root: Path, cfg: AuditConfig, errors: list[
     for e in entries:
         path = root / e.path
         try:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise InputError(e.path, f"cannot read file ({exc.strerror or exc})") from None
+            try:  # regular files only, never blocks: a FIFO in a manifest must not hang the run
+                data = read_regular_file(path, MAX_IMAGE_BYTES, name=e.path)
+            except UnsafeFile as exc:
+                raise InputError(e.path, exc.reason) from None
             img = load_rgb(e.path, data)
         except InputError as err:
             errors.append({"path": e.path, "stage": "load", "reason": err.reason})
