@@ -15,7 +15,7 @@ import torch
 from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash, load_rgb
 from auditors.data.discovery import Entry
-from auditors.data.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.data.geometry import Placement, placement_for, warp_image
 from auditors.errors import InputError
 

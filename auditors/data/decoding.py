@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from auditors.data.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.errors import InputError
 
 __all__ = ["load_rgb", "content_hash", "MAX_PIXELS"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from auditors.config.schema import DatasetConfig
-from auditors.data.safe_io import UnsafeFile, file_kind, read_regular_file
+from auditors.safe_io import UnsafeFile, file_kind, read_regular_file
 from auditors.errors import ConfigError
 
 __all__ = ["Entry", "DatasetIndex", "discover", "chunked", "ERROR_COLUMNS"]

@@ -22,7 +22,7 @@ from PIL import Image
 from auditors.config.schema import _MaskSource
 from auditors.errors import ConfigError
 from auditors.data.geometry import clip_polygon, xywh_to_polygon
-from auditors.data.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.manifest import ManifestRows, is_missing
 
