@@ -27,7 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
 from auditors.analysis.aggregate import aggregate
-from auditors.analysis.gate import apply_gate
+from auditors.analysis.gate import apply_gate, gate_status, inconclusive_reasons
 from auditors.config import AuditConfig, config_from_dict
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
@@ -36,6 +36,7 @@ from auditors.audit.plan import Plan, make_plan
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.audit.chunk import ChunkResult, audit_chunk
 from auditors.audit.sanity_stage import sanity_check
+from auditors.audit.stale import hold_run_lock, sweep_stale_parts
 from auditors.audit.tables import empty_rows, wants_instances
 from auditors.regions.build import region_names
 from auditors.tokens.stage import TokenResult, analyse_tokens
@@ -55,6 +56,11 @@ class AuditResult:
     @property
     def passed(self) -> bool:
         return bool(self.summary["gate"]["passed"])
+
+    @property
+    def status(self) -> str:
+        """passed | failed | inconclusive (the gate could not judge: see summary gate.inconclusive_reasons)."""
+        return str(self.summary["gate"].get("status") or ("passed" if self.passed else "failed"))
 
     @property
     def report(self) -> Path:
@@ -170,6 +176,7 @@ def finalize(
     if not validation["success"]:
         gate["passed"] = False
         gate["failures"].append({"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0})
+    gate = _judge(gate, images, plan, per_class, cfg)  # hardening: "cannot judge" is its own outcome
     elapsed = time.perf_counter() - started
     summary = {
         "name": cfg.name,
@@ -184,7 +191,8 @@ def finalize(
         "group_by": by,
         "regions": regions,
         "region_sources": region_sources(cfg),
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device},
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device,
+                "map_size": list(plan.map_size) if plan.map_size else None},
         "classes": per_class,
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
@@ -209,12 +217,18 @@ def finalize(
     return summary
 
 
+def _judge(gate: dict[str, Any], images: pd.DataFrame, plan: Plan, per_class: dict[str, dict], cfg: AuditConfig) -> dict[str, Any]:
+    """Gate status passed | failed | inconclusive, with the reasons and the plan's warnings (additive keys)."""
+    reasons = inconclusive_reasons(images, len(plan.index.entries), per_class, cfg.gate)
+    return {**gate_status(gate, reasons), "warnings": list(plan.warnings)}
+
+
 def _publish_artifact(summary: dict[str, Any], report: Path) -> None:
     rows = ["| class | n | text lift | border lift | flagged |", "|---|---|---|---|---|"]
     for name, s in summary["classes"].items():
         fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
         rows.append(f"| {name} | {s['n']} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s['flagged'] else ''} |")
-    verdict = "PASSED" if summary["gate"]["passed"] else "FAILED"
+    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(summary["gate"].get("status"), "FAILED")
     md = f"# camaudit {summary['name']}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
     try:
         create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary["name"].lower()))
@@ -230,6 +244,8 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     run_id = run_id or new_run_id()
     plan = prepare(cfg)
     cfg = plan.config
+    sweep_stale_parts(Path(cfg.output.dir) / cfg.name)  # hardening: parts/ of killed runs
+    run_lock = hold_run_lock(Path(cfg.output.dir) / cfg.name / run_id)
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
     cache_dir = cache_dir_for(cfg)
     cache_path = str(cache_dir / "text_regions.sqlite")  # text and GrabCut regions; opened only when needed
@@ -275,6 +291,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
     _publish_artifact(summary, folder.report)
+    run_lock.release()
     return summary
 
 

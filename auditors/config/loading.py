@@ -28,7 +28,8 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        lines.append(f"  {loc or '<root>'}: {msg}")
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
     return "\n".join(lines)
 
 

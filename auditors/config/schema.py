@@ -54,6 +54,26 @@ class ModelConfig(_Strict):
             raise ValueError("input_size must be at least 8x8")
         return v
 
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("model.classes is empty (omit it to use the dataset's folder names)")
+            dup = sorted({c for c in v if v.count(c) > 1})
+            if dup:
+                raise ValueError(f"model.classes lists {dup} more than once (index -> name must be one-to-one)")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        import math
+
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"must be finite numbers, got {list(v)}")
+        return v
+
     @field_validator("std")
     @classmethod
     def _nonzero_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -275,6 +295,17 @@ class GateConfig(_Strict):
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
+    # hardening (issue 12): when the gate cannot judge, its status is "inconclusive" (exit 4)
+    min_audited_images: int = Field(default=1, ge=1, description="Fewer audited images: the gate cannot judge.")
+    min_audited_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of listed images that must be audited, else the gate cannot judge."
+    )
+    max_degenerate_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of all-zero/non-finite heatmaps above which the gate cannot judge."
+    )
+    max_nonfinite_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of images with NaN/inf predictions or maps above which the gate cannot judge."
+    )
 
 
 class OutputConfig(_Strict):
@@ -305,6 +336,30 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+
+    # --- hardening (issue 12): every name a key refers to must exist --------------------------
+    @model_validator(mode="after")
+    def _names_exist(self) -> AuditConfig:
+        """A rule or list that names a region that is not enabled would be silently ignored: refuse it."""
+        enabled = self.regions.enabled_names()
+        for key, limits in (("max_lift", self.gate.max_lift), ("max_effect", self.gate.max_effect)):
+            for name in limits:
+                if name == "text":
+                    raise ValueError(f"gate.{key}.text: use gate.max_text_{key[4:]} for the text region")
+                if name not in enabled:
+                    raise ValueError(f"gate.{key}.{name}: {name!r} is not an enabled region (enabled: {enabled})")
+        if self.counterfactual.enabled:
+            for name in self.counterfactual.regions:
+                if name not in enabled:
+                    raise ValueError(f"counterfactual.regions: {name!r} is not an enabled region (enabled: {enabled})")
+            for name in self.gate.max_effect:
+                if name not in self.counterfactual.regions:
+                    raise ValueError(
+                        f"gate.max_effect.{name}: {name!r} is not in counterfactual.regions "
+                        f"({self.counterfactual.regions}), so the rule could never apply"
+                    )
+        return self
+    # --- end hardening ------------------------------------------------------------------------
 
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""
