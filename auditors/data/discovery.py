@@ -6,6 +6,7 @@ Discovery only lists files; decoding happens per chunk (see ``auditors.data.deco
 
 from __future__ import annotations
 
+import csv
 import errno
 import io
 import os
@@ -136,8 +137,12 @@ def _read_manifest(path: Path) -> pd.DataFrame:
         raise ConfigError(f"dataset.manifest {path}: cannot read ({exc})") from None
     if "path" not in df.columns:
         raise ConfigError(f"dataset.manifest {path}: missing required column 'path' (has {list(df.columns)})")
-    if df.columns.duplicated().any():
-        dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    header = [str(c) for c in df.columns]
+    if path.suffix.lower() in (".csv", ".tsv"):  # pandas renames a repeated column to "label.1"
+        first = data.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
+        header = next(csv.reader([first], delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
         raise ConfigError(f"dataset.manifest {path}: duplicate column(s) {dup}")
     return df
 
