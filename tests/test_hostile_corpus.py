@@ -184,7 +184,9 @@ def test_hostile_files_are_recorded_and_the_run_goes_on(tmp_path, capsys):
     assert summary["n_images"] == len(images) == 6 + len(ODD_NAMES)
     assert summary["gate"]["status"] in ("passed", "failed")
     html = (run / "report.html").read_text(encoding="utf-8")
-    assert "<img src=x onerror" not in html and "default-src 'none'" in html  # escaped, strict CSP
+    assert "<img src=x onerror" not in html  # escaped wherever the name is shown
+    csp = html.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0]
+    assert "default-src &#39;none&#39;" in csp and "http" not in csp  # strict CSP, no external source
     assert time.monotonic() - started < 600
 
 

@@ -52,6 +52,8 @@ class ModelConfig(_Strict):
     def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 8:
             raise ValueError("input_size must be at least 8x8")
+        if max(v) > 8192:  # hardening: a 1e8 x 1e8 input would exhaust memory in the first forward pass
+            raise ValueError("input_size must be at most 8192x8192")
         return v
 
     @field_validator("classes")
@@ -368,7 +370,10 @@ class AuditConfig(_Strict):
         def fix(p: Any) -> Any:
             if p is None:
                 return None
-            p = Path(p).expanduser()
+            try:
+                p = Path(p).expanduser()
+            except RuntimeError:  # "~nosuchuser/...": kept literally, then reported as not found
+                p = Path(p)
             return p if p.is_absolute() else (base / p)
 
         data["dataset"]["root"] = fix(data["dataset"]["root"])
