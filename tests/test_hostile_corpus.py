@@ -130,6 +130,7 @@ RECORDED = [
     ("path-symlink-escape", "gamma/escape.png", "discover", "escapes dataset.root"),
     ("manifest-duplicate-row", "alpha/0.png", "discover", "listed twice"),
     ("manifest-unknown-label", "gamma/unknown.png", "discover", "unknown label"),
+    ("name-html-injection", "alpha/<img src=x onerror=alert(1)>zero.png", "load", "zero-byte"),
 ]
 #: File names the filesystem allows: audited like any other (never a crash, never escaped wrongly).
 ODD_NAMES = ["sp ace.png", "new\nline.png", "ünï©ødé.png", "-dash.png", "quo\"te'.png", "<img src=x onerror=alert(1)>.png", "%s%n.png"]
@@ -138,6 +139,7 @@ ODD_NAMES = ["sp ace.png", "new\nline.png", "ünï©ødé.png", "-dash.png", "qu
 def _hostile_manifest_dataset(tmp_path: Path) -> tuple[Path, Path]:
     root = _image_folder(tmp_path / "data", per_class=2)
     (root / "alpha" / "zero.png").write_bytes(b"")
+    (root / "alpha" / "<img src=x onerror=alert(1)>zero.png").write_bytes(b"")
     good = (root / "alpha" / "0.png").read_bytes()
     (root / "alpha" / "trunc.png").write_bytes(good[: len(good) // 2])
     os.mkfifo(root / "alpha" / "pipe.png")
@@ -184,7 +186,7 @@ def test_hostile_files_are_recorded_and_the_run_goes_on(tmp_path, capsys):
     assert summary["n_images"] == len(images) == 6 + len(ODD_NAMES)
     assert summary["gate"]["status"] in ("passed", "failed")
     html = (run / "report.html").read_text(encoding="utf-8")
-    assert "<img src=x onerror" not in html  # escaped wherever the name is shown
+    assert "<img src=x onerror" not in html and "&lt;img src=x onerror" in html  # shown, escaped
     csp = html.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0]
     assert "default-src &#39;none&#39;" in csp and "http" not in csp  # strict CSP, no external source
     assert time.monotonic() - started < 600
@@ -484,3 +486,28 @@ def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
     alive = [p for p in servers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
     assert not alive, f"orphaned server processes: {alive}"
     assert not parts.exists()
+
+
+# --------------------------------------------------------------------------- the gate's decision, unit level
+
+
+def test_inconclusive_wins_over_passed_and_failed_and_never_passes():
+    from auditors.analysis.gate import gate_status, judge_inconclusive
+    from auditors.config.schema import GateConfig
+    from auditors.report.render import build_verdict
+
+    gate = GateConfig()
+    ok = dict(n_listed=10, n_audited=10, n_degenerate=0, n_nonfinite=0, class_sizes={"a": 5, "b": 5}, gate=gate)
+    assert judge_inconclusive(**ok) == []
+    assert judge_inconclusive(**{**ok, "n_degenerate": 6})  # > max_degenerate_fraction 0.5
+    assert judge_inconclusive(**{**ok, "n_degenerate": 5}) == []  # exactly at the limit: judged
+    assert judge_inconclusive(**{**ok, "n_nonfinite": 1})  # any NaN prediction (max_nonfinite_fraction 0)
+    assert judge_inconclusive(**{**ok, "n_audited": 4})  # 40 % < min_audited_fraction
+    assert judge_inconclusive(**{**ok, "class_sizes": {"a": 0, "b": 0}})
+    for passed in (True, False):
+        g = gate_status({"passed": passed, "failures": []}, ["no image could be audited"])
+        assert g["status"] == "inconclusive" and g["passed"] is False
+    assert gate_status({"passed": True, "failures": []}, [])["status"] == "passed"
+    verdict = build_verdict({"n_images": 10, "gate": g})
+    assert verdict.status == "inconclusive" and verdict.title == "CANNOT JUDGE"
+    assert verdict.reasons == ["no image could be audited"]
