@@ -36,7 +36,7 @@ from auditors.audit.plan import Plan, make_plan
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.audit.chunk import ChunkResult, audit_chunk
 from auditors.audit.sanity_stage import sanity_check
-from auditors.audit.stale import hold_run_lock, sweep_stale_parts
+from auditors.audit.stale import ensure_dir, hold_run_lock, sweep_stale_parts
 from auditors.audit.tables import empty_rows, wants_instances
 from auditors.regions.build import region_names
 from auditors.tokens.stage import TokenResult, analyse_tokens
@@ -244,6 +244,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     run_id = run_id or new_run_id()
     plan = prepare(cfg)
     cfg = plan.config
+    ensure_dir(cache_dir_for(cfg), "output.cache_dir")  # hardening: a file in the way is exit 2, not a traceback
     sweep_stale_parts(Path(cfg.output.dir) / cfg.name)  # hardening: parts/ of killed runs
     run_lock = hold_run_lock(Path(cfg.output.dir) / cfg.name / run_id)
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)

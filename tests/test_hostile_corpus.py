@@ -386,12 +386,15 @@ def test_maps_too_coarse_to_localise_warn_but_validate(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_output_dir_that_is_a_file_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("key", ["dir", "cache_dir"])
+def test_output_paths_that_are_files_exit_2(key, tmp_path, capsys):
     root = _image_folder(tmp_path / "data", per_class=1)
     (tmp_path / "blocker").write_text("a file, not a folder")
-    data = _config(tmp_path, root, output={"dir": str(tmp_path / "blocker")})
+    data = _config(tmp_path, root)
+    data["output"][key] = str(tmp_path / "blocker")
     code, out, err = _cli(["run", _write_yaml(tmp_path / "c.yaml", data), "--quiet"], capsys)
-    assert code == EXIT_BAD_INPUT and "output.dir" in err and "Traceback" not in err, err
+    assert code == EXIT_BAD_INPUT and f"output.{key}" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("summary.json"))
 
 
 # --------------------------------------------------------------------------- signals and killed runs

@@ -9,6 +9,7 @@ when the process dies, however it dies. The next run of the same audit name remo
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from auditors.errors import ConfigError
 
-__all__ = ["RunLock", "hold_run_lock", "sweep_stale_parts", "release_all"]
+__all__ = ["RunLock", "hold_run_lock", "sweep_stale_parts", "release_all", "ensure_dir"]
 
 LOCK_NAME = ".running"
 #: Folders from before run locks existed (no .running file) count as dead after this long.
@@ -104,3 +105,15 @@ def release_all(remove_parts: bool) -> None:
     """Release every lock this process holds (used on SIGTERM/SIGINT before exiting)."""
     for lock in list(_HELD):
         lock.release(remove_parts=remove_parts)
+
+
+def ensure_dir(path: Path, key: str) -> Path:
+    """Create folder ``path`` or raise a ConfigError naming ``key`` (a file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot use {path} as a folder ({exc.strerror or exc})") from None
+    return path
