@@ -397,6 +397,15 @@ def test_output_paths_that_are_files_exit_2(key, tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("summary.json"))
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_run_refuses_a_target_layer_without_a_spatial_map(tmp_path, capsys):
+    """Before: ``fc`` ran, 0 images audited, exit 0 "PASSED"."""
+    root = _image_folder(tmp_path / "data", per_class=1)
+    data = _config(tmp_path, root, model={"target_layer": "fc"})
+    code, out, err = _cli(["run", _write_yaml(tmp_path / "c.yaml", data), "--quiet"], capsys)
+    assert code == EXIT_BAD_INPUT and "has no spatial map" in err and "PASSED" not in out, (out, err)
+
+
 # --------------------------------------------------------------------------- signals and killed runs
 
 
@@ -456,10 +465,13 @@ def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
 
     root = _image_folder(tmp_path / "data", per_class=4)
     slow = tmp_path / "slowmodel.py"
+    # Every forward on real images (not the constant pre-flight probes) takes 3 s: 6 chunks of 2 images
+    # keep the run busy for well over half a minute after its first part file appears.
     slow.write_text(
         "import time, torch\nfrom tests.conftest import TinyCNN\n"
         "class Slow(TinyCNN):\n    def forward(self, x):\n"
-        "        if torch.is_grad_enabled():\n            time.sleep(1.0)\n        return super().forward(x)\n"
+        "        if float(x.float().std()) > 0:\n            time.sleep(3.0)\n"
+        "        return super().forward(x)\n"
         "def build():\n    torch.manual_seed(0)\n    return Slow(3)\n"
     )
     data = _config(tmp_path, root, model={"factory": "slowmodel:build", "checkpoint": None}, cam={"batch_size": 1},
@@ -470,19 +482,24 @@ def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
                PREFECT_HOME=str(tmp_path / "prefect-home"))
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(cfg), "--quiet"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 400
-    parts = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list((tmp_path / "out" / "hostile").glob("*/parts/chunk-*.parquet"))
-        if found:
-            parts = found[0].parent
-            break
-        time.sleep(0.5)
-    assert parts is not None, f"the run never wrote a part: {proc.communicate(timeout=60)}"
-    servers = _uvicorn_children(proc.pid)
-    assert servers, "expected a temporary Prefect server process"
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 400
+        parts = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list((tmp_path / "out" / "hostile").glob("*/parts/chunk-*.parquet"))
+            if found:
+                parts = found[0].parent
+                break
+            time.sleep(0.2)
+        assert parts is not None, "the run never wrote a part before it ended"
+        servers = _uvicorn_children(proc.pid)
+        assert servers, "expected a temporary Prefect server process"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert b"stopped by SIGTERM" in err and b"Traceback" not in err
     time.sleep(1)

@@ -153,6 +153,8 @@ def describe_plan(cfg: AuditConfig, plan: Plan) -> list[str]:
         f"model: loaded on {plan.device}, target layer {plan.target_layer!r}, weights {plan.model_fingerprint[:12]}",
     ]
     lines += [f"warning: {w}" for w in plan.warnings]
+    if not idx.entries:
+        lines.append("warning: no image to audit: a run would end with gate status inconclusive (exit 4)")
     for err in idx.errors[:20]:
         lines.append(f"  skipped {err['path']}: {err['reason']}")
     if len(idx.errors) > 20:
