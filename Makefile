@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.camaudit-installed
 OUT    ?= reports
 PYTEST_ARGS ?=
 
-.PHONY: demo test install benchmark clean-reports
+.PHONY: demo test test-fast system-deps install benchmark clean-reports
 
 install: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/camaudit demo --out $(OUT)
 
-test: $(STAMP)
+# Headless Chromium for the report's browser tests: installed with apt-get when this user can,
+# else the script stops and prints the command to run (tools/test-system-deps.sh).
+system-deps:
+	bash tools/test-system-deps.sh
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything but the `slow` tests (whole flows on a Prefect server, the trained demo end to end).
+test-fast: $(STAMP) system-deps
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/cam_throughput.py

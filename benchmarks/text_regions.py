@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/text_regions.py [--repeats 3] [--canvas 1024] [--out FILE]
 
-Cases: the 17 photos of tests/data/scenetext at longest side 224, 512 and original size
+Cases: the 17 photos of tests/fixtures/scenetext at longest side 224, 512 and original size
 (51 images). Baseline: ``easyocr.Reader.readtext`` with its defaults, one image at a time
 (what a script would do). camaudit: :class:`TextDetector` (detection only, capped canvas,
 same-size canvases batched, threads fixed), fed chunks of 32 images like the pipeline.
@@ -35,7 +35,7 @@ from auditors.data.decoding import load_rgb  # noqa: E402
 from auditors.regions.cache import RegionCache  # noqa: E402
 from auditors.regions.text import TextDetector  # noqa: E402
 
-SCENETEXT = ROOT / "tests" / "data" / "scenetext"
+SCENETEXT = ROOT / "tests" / "fixtures" / "scenetext"
 SIZES = (224, 512, None)
 THREADS = 2
 CHUNK = 32

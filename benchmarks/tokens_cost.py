@@ -29,7 +29,7 @@ from auditors.data.decoding import load_rgb  # noqa: E402
 from auditors.regions.text import TextDetector  # noqa: E402
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table  # noqa: E402
 
-SCENETEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "scenetext"
+SCENETEXT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "scenetext"
 
 
 def _demo_posters(n: int) -> list[np.ndarray]:

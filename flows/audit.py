@@ -14,11 +14,9 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import platformdirs
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -26,24 +24,20 @@ from prefect.context import TaskRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
-from auditors.analysis.aggregate import aggregate
-from auditors.analysis.gate import apply_gate, gate_status, inconclusive_reasons
 from auditors.config import AuditConfig, config_from_dict
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
-from auditors.audit.run_folder import RunFolder, new_run_id, write_json
 from auditors.audit.plan import Plan, make_plan
-from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
+from auditors.audit.run_folder import RunFolder, new_run_id
+from auditors.audit.summary import Summary
 from auditors.audit.sanity_stage import sanity_check
 from auditors.audit.stale import ensure_dir, hold_run_lock, sweep_stale_parts
-from auditors.audit.tables import empty_rows, wants_instances
-from auditors.regions.build import region_names
-from auditors.tokens.stage import TokenResult, analyse_tokens
+from auditors.tokens.stage import TokenResult
 from auditors.audit.progress import Progress
-from auditors.regions.build import region_inputs_fingerprint, region_sources
-from auditors.report.render import write_report
-from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.regions.build import region_inputs_fingerprint
+from auditors.report import write_report
 
 __all__ = ["audit_flow", "run_audit", "AuditResult", "cache_dir_for"]
 
@@ -119,119 +113,39 @@ def sanity_task(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> di
 @task(name="merge-tables")
 def merge_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
     """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
-    n_rows = folder.merge_parts(empty_rows(cfg))
-    if wants_instances(cfg):
-        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
-        folder.merge_parts(empty, kind="instances", dest=folder.instances)
-    folder.write_errors(errors)
-    return n_rows
+    return merge_run_tables(cfg, folder, errors)
 
 
 @task(name="tokens")
 def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> TokenResult | None:
     """Group text instances into recurring tokens, test the riskiest, flag; rewrite text_instances.parquet."""
-    if not wants_instances(cfg):
-        return None
-    instances = pd.read_parquet(folder.instances)
-    images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
-    result = analyse_tokens(cfg, instances, images, by, plan.classes, plan.target_layer)
-    instances.to_parquet(folder.instances, index=False)
-    return result
-
-
-def _token_failures(tokens: TokenResult | None) -> list[dict[str, Any]]:
-    if tokens is None:
-        return []
-    return [
-        {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
-         "lower": (t["effect_ci"] or [None])[0], "threshold": None}
-        for t in tokens.summary if t["flagged"]
-    ]
+    return run_tokens(cfg, plan, folder, by)
 
 
 @task(name="finalize")
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
     stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
-) -> dict[str, Any]:
+) -> Summary:
     """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
-    regions = region_names(cfg)
-    images = pd.read_parquet(folder.images)
-    errors_df = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
-    manifest_df = pd.DataFrame({"path": [e.path for e in plan.index.entries], "label": [e.label for e in plan.index.entries]})
-    validation = validate_tables(
-        {
-            "manifest": (manifest_df, manifest_expectations(plan.classes, plan.index.labelled)),
-            "images": (images, images_expectations(plan.classes, regions)),
-        }
-    )
-    write_json(folder.validation, validation)
-    per_class, overall = aggregate(images, cfg, plan.classes, regions, by)
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
-    gate = apply_gate(per_class, cfg.gate, regions, cf_regions)
-    token_failures = _token_failures(tokens)
-    if token_failures:
-        gate["passed"] = False
-        gate["failures"] += token_failures
-    if not validation["success"]:
-        gate["passed"] = False
-        gate["failures"].append({"class": None, "rule": "validation", "value": validation["n_failed"], "threshold": 0})
-    gate = _judge(gate, images, plan, per_class, cfg)  # hardening: "cannot judge" is its own outcome
-    elapsed = time.perf_counter() - started
-    summary = {
-        "name": cfg.name,
-        "run_id": run_id,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "camaudit_version": auditors.__version__,
-        "config": cfg.public_dict(),
-        "n_images": int(len(images)),
-        "n_failed": int(errors_df.loc[errors_df["stage"] != "regions", "path"].nunique()),
-        "n_region_errors": int((errors_df["stage"] == "regions").sum()),
-        "n_degenerate": int(stats.get("n_degenerate", 0)),
-        "group_by": by,
-        "regions": regions,
-        "region_sources": region_sources(cfg),
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": plan.target_layer, "device": plan.device,
-                "map_size": list(plan.map_size) if plan.map_size else None},
-        "classes": per_class,
-        "overall": overall,
-        "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
-        "gate": gate,
-        "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
-        "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
-                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
-        "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed,
-                  "interval": "percentile bootstrap over images"},
-        "sanity": sanity,
-        "tokens": tokens.summary if tokens is not None else [],
-        "flagged_tokens": [t["token"] for t in tokens.summary if t["flagged"]] if tokens is not None else [],
-        "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
-        "text_detection": {k: v for k, v in stats.items() if k.startswith("text_")},
-    }
-    write_json(folder.summary, summary)
+    done = finalize_run(cfg, plan, folder, run_id, stats, sanity, tokens, by, started)
     write_report(
-        folder.dir, summary, images, gallery, validation, errors_df,
+        folder.dir, done.summary, done.images, gallery, done.validation, done.errors,
         token_examples=tokens.examples if tokens is not None else None,
         token_crops=tokens.crops if tokens is not None else None,
     )
-    return summary
+    return done.summary
 
 
-def _judge(gate: dict[str, Any], images: pd.DataFrame, plan: Plan, per_class: dict[str, dict], cfg: AuditConfig) -> dict[str, Any]:
-    """Gate status passed | failed | inconclusive, with the reasons and the plan's warnings (additive keys)."""
-    reasons = inconclusive_reasons(images, len(plan.index.entries), per_class, cfg.gate)
-    return {**gate_status(gate, reasons), "warnings": list(plan.warnings)}
-
-
-def _publish_artifact(summary: dict[str, Any], report: Path) -> None:
+def _publish_artifact(summary: Summary, report: Path) -> None:
     rows = ["| class | n | text lift | border lift | flagged |", "|---|---|---|---|---|"]
-    for name, s in summary["classes"].items():
+    for name, s in summary.classes.items():
         fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append(f"| {name} | {s['n']} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s['flagged'] else ''} |")
-    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(summary["gate"].get("status"), "FAILED")
-    md = f"# camaudit {summary['name']}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
+        rows.append(f"| {name} | {s.n} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s.flagged else ''} |")
+    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE"}.get(summary.gate.get("status") if summary.gate else None, "FAILED")
+    md = f"# camaudit {summary.name}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
     try:
-        create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary["name"].lower()))
+        create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary.name.lower()))
     except Exception:  # artifacts are a convenience; the files on disk are the contract
         pass
 
@@ -293,7 +207,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
     _publish_artifact(summary, folder.report)
     run_lock.release()
-    return summary
+    return summary.to_dict()
 
 
 def run_audit(cfg: AuditConfig, run_id: str | None = None, progress: bool = False) -> AuditResult:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-SCENETEXT = Path(__file__).resolve().parent / "data" / "scenetext"  # shipped: a clone is complete
+SCENETEXT = Path(__file__).resolve().parent / "fixtures" / "scenetext"  # shipped: a clone is complete
 
 
 @pytest.fixture(scope="session")

@@ -514,7 +514,7 @@ def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
 def test_inconclusive_wins_over_passed_and_failed_and_never_passes():
     from auditors.analysis.gate import gate_status, judge_inconclusive
     from auditors.config.schema import GateConfig
-    from auditors.report.render import build_verdict
+    from auditors.report.verdict import build_verdict
 
     gate = GateConfig()
     ok = dict(n_listed=10, n_audited=10, n_degenerate=0, n_nonfinite=0, class_sizes={"a": 5, "b": 5}, gate=gate)
@@ -528,6 +528,9 @@ def test_inconclusive_wins_over_passed_and_failed_and_never_passes():
         g = gate_status({"passed": passed, "failures": []}, ["no image could be audited"])
         assert g["status"] == "inconclusive" and g["passed"] is False
     assert gate_status({"passed": True, "failures": []}, [])["status"] == "passed"
-    verdict = build_verdict({"n_images": 10, "gate": g})
+    from auditors.audit.summary import Summary
+
+    verdict = build_verdict(Summary.model_validate(
+        {"name": "x", "run_id": "r", "camaudit_version": "0", "config": {}, "n_images": 10, "gate": g}))
     assert verdict.status == "inconclusive" and verdict.title == "CANNOT JUDGE"
     assert verdict.reasons == ["no image could be audited"]

@@ -9,7 +9,6 @@ Every mean comes with a percentile-bootstrap interval that resamples images.
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any
 
@@ -17,18 +16,13 @@ import numpy as np
 import pandas as pd
 
 from auditors.config.schema import AuditConfig, StatsConfig
-from auditors.analysis.stats import mean_ci, ratio_ci
+from auditors.analysis.stats import finite, mean_ci, ratio_ci
 
 __all__ = ["aggregate", "class_stats"]
 
 
-def _num(v: Any) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
 def _mean(s: pd.Series) -> float | None:
-    return _num(s.mean()) if s.notna().any() else None
+    return finite(s.mean()) if s.notna().any() else None
 
 
 def _seed(stats: StatsConfig, group: str, key: str) -> int:
@@ -43,7 +37,7 @@ def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict
     return {
         f"{r}_mass": _mean(df[f"{r}_mass"]),
         f"{r}_area": _mean(df[f"{r}_area"]),
-        f"{r}_lift": _num(lift),
+        f"{r}_lift": finite(lift),
         f"{r}_hit_rate": _mean(df[f"{r}_hit"]),
         f"{r}_hit_expected": _mean(df[f"{r}_area"]),
         f"{r}_mass_ci": mean_ci(mass, st.bootstrap, st.ci, _seed(st, group, f"{r}_mass")),
@@ -72,12 +66,12 @@ def _accuracy(df: pd.DataFrame, cf_regions: list[str]) -> dict[str, float | None
     labelled = df[df["label"].notna()]
     if labelled.empty:
         return None
-    acc: dict[str, float | None] = {"original": _num((labelled["pred"] == labelled["label"]).mean())}
+    acc: dict[str, float | None] = {"original": finite((labelled["pred"] == labelled["label"]).mean())}
     for r in cf_regions:
         for edit in ("removed", "placebo"):
             after = labelled[f"{r}_{edit}_pred"].fillna(labelled["pred"])
-            acc[f"{r}_{edit}"] = _num((after == labelled["label"]).mean())
-        acc[f"{r}_gap"] = _num(acc["original"] - acc[f"{r}_removed"])
+            acc[f"{r}_{edit}"] = finite((after == labelled["label"]).mean())
+        acc[f"{r}_gap"] = finite(acc["original"] - acc[f"{r}_removed"])
     return acc
 
 

@@ -6,11 +6,13 @@ Percentile bootstrap, seeded. Resamples are drawn in blocks so memory stays boun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mean_ci", "ratio_ci"]
+__all__ = ["bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval"]
 
 _BLOCK_CELLS = 4_000_000  # indices per block: ~32 MB of int64
 
@@ -62,3 +64,24 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, level: float 
             return np.where(d > 0, a.mean(axis=1) / d, np.nan)
 
     return bootstrap_ci([num, den], ratio, n_boot, level, seed)
+
+
+def finite(value: Any) -> float | None:
+    """A finite float, or None for None/NaN/inf/booleans/non-numbers (JSON null, a dash in the report)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def interval(value: Any) -> tuple[float, float] | None:
+    """An interval [lo, hi] as two finite floats in order, or None when missing or malformed."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    lo, hi = finite(value[0]), finite(value[1])
+    if lo is None or hi is None:
+        return None
+    return (lo, hi) if lo <= hi else (hi, lo)

@@ -17,7 +17,7 @@ import torch
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.config.schema import AuditConfig
-from auditors.data.batches import load_batch, to_input
+from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
 from auditors.interventions.runner import region_counterfactuals
 from auditors.measure.instances import INSTANCE_COLUMNS, instance_rows, top_instance_columns
@@ -63,11 +63,12 @@ def audit_chunk(
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
     device = select_device(cfg.cam.device)
-    engine = engine_for(cfg, target_layer, device)
-    builder = RegionBuilder(cfg, cache_path, use_gpu=device.type == "cuda")
-    regions = builder.names
+    engine = engine_for(cfg.model, cfg.cam, target_layer, device)
     root = Path(cfg.dataset.root)
-    size = tuple(cfg.model.input_size)
+    prep = Preprocess.of(cfg.model)
+    builder = RegionBuilder(cfg.regions, root, cache_path, use_gpu=device.type == "cuda", manifest=cfg.dataset.manifest)
+    regions = builder.names
+    size = prep.input_size
     errors: list[dict] = []
     records: list[dict] = []
     instance_records: list[dict] = []
@@ -77,7 +78,7 @@ def audit_chunk(
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
 
     for batch in chunked(entries, cfg.cam.batch_size):
-        loaded = load_batch(batch, root, cfg, errors)
+        loaded = load_batch(batch, root, prep, errors)
         if not loaded:
             continue
         try:
@@ -91,7 +92,7 @@ def audit_chunk(
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            cam = engine.compute(to_input([item.model_view for item in loaded], cfg, device), targets)
+            cam = engine.compute(to_input([item.model_view for item in loaded], prep, device), targets)
             maps = upsample_maps(cam.maps, size)
             met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
@@ -105,7 +106,9 @@ def audit_chunk(
             totals = cam.maps.sum(dim=(1, 2)).cpu().numpy()
             cf_cols, cf_views = [{} for _ in loaded], [{} for _ in loaded]
             if cfg.counterfactual.enabled:
-                cf_cols, cf_views = region_counterfactuals(engine, cfg, classes, device, loaded, masks, regions, pred, conf, cam.targets)
+                cf_cols, cf_views = region_counterfactuals(
+                    engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
+                )
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue

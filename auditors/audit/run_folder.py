@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from auditors.data.discovery import ERROR_COLUMNS
 
-__all__ = ["new_run_id", "RunFolder", "write_json"]
+__all__ = ["new_run_id", "RunFolder", "write_json", "json_safe"]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -31,15 +31,15 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _json_safe(obj.item())
+        return json_safe(obj.item())
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -48,7 +48,7 @@ def _json_safe(obj: Any) -> Any:
 def write_json(path: Path, data: Any) -> None:
     """Write strict JSON (NaN/inf become null) atomically."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=2, allow_nan=False), encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False), encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from auditors.cam import CamEngine
-from auditors.config.schema import AuditConfig
-from auditors.data.batches import LoadedImage, to_input
+from auditors.config.schema import CounterfactualConfig
+from auditors.data.batches import LoadedImage, Preprocess, to_input
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.measure.metrics import region_metrics, upsample_maps
 from auditors.models.engines import class_name
@@ -19,12 +19,12 @@ from auditors.models.engines import class_name
 __all__ = ["region_counterfactuals", "counterfactual_columns"]
 
 
-def counterfactual_columns(cfg: AuditConfig) -> dict[str, str]:
+def counterfactual_columns(cf: CounterfactualConfig) -> dict[str, str]:
     """Per-image intervention columns, for each region in ``counterfactual.regions``."""
     cols: dict[str, str] = {}
-    if not cfg.counterfactual.enabled:
+    if not cf.enabled:
         return cols
-    for r in cfg.counterfactual.regions:
+    for r in cf.regions:
         for edit in ("removed", "placebo"):
             cols.update({f"{r}_{edit}_pred": "string", f"{r}_{edit}_conf": "float64",
                          f"{r}_{edit}_flip": "float64", f"{r}_{edit}_mass": "float64"})
@@ -34,7 +34,8 @@ def counterfactual_columns(cfg: AuditConfig) -> dict[str, str]:
 
 def region_counterfactuals(
     engine: CamEngine,
-    cfg: AuditConfig,
+    cf: CounterfactualConfig,
+    prep: Preprocess,
     classes: list[str],
     device: torch.device,
     loaded: list[LoadedImage],
@@ -48,10 +49,9 @@ def region_counterfactuals(
 
     Returns per-image columns and per-image edited views (kept only for gallery images).
     """
-    cf = cfg.counterfactual
     columns: list[dict] = [{} for _ in loaded]
     views: list[dict[str, dict]] = [{} for _ in loaded]
-    size = tuple(cfg.model.input_size)
+    size = prep.input_size
     for r in cf.regions:
         j = regions.index(r)
         plans = [
@@ -62,13 +62,13 @@ def region_counterfactuals(
         idx = [i for i, p in enumerate(plans) if p is not None]
         for i, p in enumerate(plans):
             if p is None:
-                columns[i].update({c: None for c in counterfactual_columns(cfg) if c.startswith(f"{r}_")})
+                columns[i].update({c: None for c in counterfactual_columns(cf) if c.startswith(f"{r}_")})
         if not idx:
             continue
         n = len(idx)
         edited = [plans[i].removed for i in idx] + [plans[i].placebo for i in idx]
         edit_masks = np.stack([plans[i].removed_mask for i in idx] + [plans[i].placebo_mask for i in idx])
-        out = engine.compute(to_input(edited, cfg, device), targets[idx].repeat(2))
+        out = engine.compute(to_input(edited, prep, device), targets[idx].repeat(2))
         moved = region_metrics(upsample_maps(out.maps, size), torch.from_numpy(edit_masks[:, None]).to(device))["mass"][:, 0]
         probs = out.probs
         orig = torch.as_tensor(pred[idx], device=probs.device).repeat(2)

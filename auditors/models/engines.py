@@ -7,7 +7,7 @@ import threading
 import torch
 
 from auditors.cam import CamEngine
-from auditors.config.schema import AuditConfig
+from auditors.config.schema import CamConfig, ModelConfig
 from auditors.models.loading import get_model
 
 __all__ = ["engine_for", "class_name"]
@@ -16,14 +16,17 @@ _ENGINES: dict[tuple, CamEngine] = {}
 _ENGINE_LOCK = threading.Lock()
 
 
-def engine_for(cfg: AuditConfig, target_layer: str, device: torch.device) -> CamEngine:
-    key = (cfg.model.model_dump_json(), str(device), cfg.cam.method, target_layer, cfg.cam.amp, cfg.cam.channels_last)
+def engine_for(model: ModelConfig, cam: CamConfig, target_layer: str, device: torch.device) -> CamEngine:
+    """The process's engine for the ``model:`` and ``cam:`` sections (built on first use)."""
+    if not isinstance(model, ModelConfig) or not isinstance(cam, CamConfig):
+        raise TypeError(f"engine_for takes (cfg.model, cfg.cam, ...), got ({type(model).__name__}, {type(cam).__name__}, ...)")
+    key = (model.model_dump_json(), str(device), cam.method, target_layer, cam.amp, cam.channels_last)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
-            model = get_model(cfg.model, device)
+            net = get_model(model, device)
             _ENGINES[key] = CamEngine(
-                model, target_layer=target_layer, method=cfg.cam.method, input_size=tuple(cfg.model.input_size), amp=cfg.cam.amp,
-                channels_last=cfg.cam.channels_last,
+                net, target_layer=target_layer, method=cam.method, input_size=tuple(model.input_size), amp=cam.amp,
+                channels_last=cam.channels_last,
             )
         return _ENGINES[key]
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from auditors.config.schema import AuditConfig
+from auditors.config.schema import AuditConfig, RegionsConfig
 from auditors.errors import ConfigError
 from auditors.data.geometry import Placement
 from auditors.regions.background import BackgroundProvider
@@ -37,6 +37,7 @@ __all__ = [
     "RegionBuilder",
     "region_names",
     "region_sources",
+    "describe_regions",
     "region_inputs_fingerprint",
     "manifest_columns_for",
     "chunk_manifest_rows",
@@ -61,9 +62,8 @@ def region_names(cfg: AuditConfig) -> list[str]:
     return cfg.regions.enabled_names()
 
 
-def manifest_columns_for(cfg: AuditConfig) -> list[str]:
+def manifest_columns_for(rc: RegionsConfig) -> list[str]:
     """Manifest columns the enabled region sources read (pass only these to the builder)."""
-    rc = cfg.regions
     sources = [rc.background] if rc.background.enabled else []
     sources += list(rc.custom.values())
     return sorted({s.column for s in sources if s.source in ("manifest_mask", "manifest_boxes") and s.column})
@@ -71,9 +71,13 @@ def manifest_columns_for(cfg: AuditConfig) -> list[str]:
 
 def region_sources(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
     """``name -> {"source", "from", "heuristic", ...}`` for summary.json, from the config alone."""
-    rc = cfg.regions
+    return describe_regions(cfg.regions)
+
+
+def describe_regions(rc: RegionsConfig) -> dict[str, dict[str, Any]]:
+    """Where each enabled region comes from and whether it is a heuristic (see :func:`region_sources`)."""
     out: dict[str, dict[str, Any]] = {}
-    for name in region_names(cfg):
+    for name in rc.enabled_names():
         if name == "text":
             t = rc.text
             out[name] = {"source": "easyocr-craft", "from": f"EasyOCR CRAFT detector, canvas {t.canvas_size}, "
@@ -92,36 +96,39 @@ def region_sources(cfg: AuditConfig) -> dict[str, dict[str, Any]]:
             if name == "background":
                 out[name]["complement_of_foreground"] = True
     if rc.exclusive:
-        order = priority_order(region_names(cfg), rc.priority)
+        order = priority_order(rc.enabled_names(), rc.priority)
         for i, name in enumerate(order):
             out[name]["exclusive_rank"] = i
     return out
 
 
 class RegionBuilder:
-    """Regions for images of one audit.
+    """Regions for images of one audit, from the ``regions:`` section alone.
 
-    ``manifest``: the manifest rows region sources may read, as a DataFrame or a mapping
-    ``path -> {column: value}`` (only this chunk's paths and :func:`manifest_columns_for`
-    columns are needed). When omitted, ``cfg.dataset.manifest`` is read once per process.
-    ``stats`` counts provider work (detector runs vs cache hits, failures).
+    ``root``: the dataset root that mask paths are relative to. ``manifest``: the manifest rows
+    region sources may read, as a DataFrame or a mapping ``path -> {column: value}`` (only this
+    chunk's paths and :func:`manifest_columns_for` columns are needed), or the manifest file,
+    then read once per process and only if a source asks. ``stats`` counts provider work
+    (detector runs vs cache hits, failures).
     """
 
     def __init__(
         self,
-        cfg: AuditConfig,
+        regions: RegionsConfig,
+        root: Path,
         cache_path: Path | None = None,
         use_gpu: bool = False,
-        manifest: pd.DataFrame | ManifestRows | None = None,
+        manifest: pd.DataFrame | ManifestRows | Path | None = None,
     ):
-        self.cfg = cfg
-        self.names = region_names(cfg)
-        rc = cfg.regions
+        if not isinstance(regions, RegionsConfig):
+            raise TypeError(f"RegionBuilder takes the regions section (cfg.regions), not {type(regions).__name__}")
+        self.regions = rc = regions
+        self.names = rc.enabled_names()
         needs_cache = rc.text.enabled or (rc.background.enabled and rc.background.source == "grabcut")
         self.cache = RegionCache(cache_path) if cache_path is not None and needs_cache else None
         self.detector = TextDetector(rc.text, self.cache, use_gpu=use_gpu) if rc.text.enabled else None
-        root = Path(cfg.dataset.root)
-        self._rows = _rows_loader(cfg, manifest)
+        root = Path(root)
+        self._rows = _rows_loader(rc, manifest)
         self.background = BackgroundProvider(rc.background, root, self._rows, self.cache) if rc.background.enabled else None
         self.custom = {n: MaskSource(n, f"regions.custom.{n}", c, root, self._rows) for n, c in rc.custom.items()}
         self.order = priority_order(self.names, rc.priority)
@@ -141,7 +148,7 @@ class RegionBuilder:
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Where each region comes from and whether it is a heuristic (summary.json ``region_sources``)."""
-        return region_sources(self.cfg)
+        return describe_regions(self.regions)
 
     def build(self, items: list[ImageItem]) -> list[dict[str, Region]]:
         """One ``name -> Region`` dict per image (keys in :attr:`names` order), original coordinates."""
@@ -149,8 +156,8 @@ class RegionBuilder:
         images = [it.original for it in items]
         if self.detector is not None:
             found["text"] = self.detector.detect(images, [it.digest for it in items])
-        if self.cfg.regions.border.enabled:
-            w = self.cfg.regions.border.width
+        if self.regions.border.enabled:
+            w = self.regions.border.width
             found["border"] = [border_region(*img.shape[:2], w) for img in images]
         if self.background is not None:
             found["background"] = self.background.regions(images, [it.path for it in items], [it.digest for it in items])
@@ -174,15 +181,14 @@ class RegionBuilder:
         return np.array([[regs[n].is_failed for n in self.names] for regs in regions], bool).reshape(len(regions), len(self.names))
 
     @staticmethod
-    def column_dtypes(cfg: AuditConfig) -> dict[str, str]:
+    def column_dtypes(rc: RegionsConfig) -> dict[str, str]:
         """Per-image columns (besides <region>_mass/_area/_lift/_hit) that regions add to images.parquet."""
         cols: dict[str, str] = {}
-        rc = cfg.regions
         if rc.text.enabled:
             cols["n_text_boxes"] = "Int64"
             if rc.text.read:
                 cols["text_read"] = "string"
-        names = region_names(cfg)
+        names = rc.enabled_names()
         if rc.overlap_columns and len(names) >= 2:
             cols.update({f"overlap_{a}_{b}": "float64" for a, b in overlap_pairs(names)})
             cols["regions_overlap"] = "float64"
@@ -194,23 +200,25 @@ class RegionBuilder:
         Text dilation is applied here; with ``regions.exclusive`` each pixel keeps only its
         highest-priority region. Overlaps are measured before that resolution.
         """
-        h, w = self.cfg.model.input_size
+        if not items:
+            return np.zeros((0, len(self.names), 0, 0), bool)
         if not self.names:
-            return np.zeros((len(items), 0, h, w), bool)
-        dilation = {"text": self.cfg.regions.text.dilation}
+            p = items[0].placement
+            return np.zeros((len(items), 0, p.out_h, p.out_w), bool)
+        dilation = {"text": self.regions.text.dilation}
         masks = np.stack(
             [np.stack([regs[r].model_mask(it.placement, dilation.get(r, 0)) for r in self.names]) for regs, it in zip(regions, items, strict=True)]
         )
-        if self.cfg.regions.overlap_columns and len(self.names) >= 2:
+        if self.regions.overlap_columns and len(self.names) >= 2:
             self._overlaps = overlap_values(masks, self.names, self.failed(regions))
             self._overlap_for = regions
-        if self.cfg.regions.exclusive:
+        if self.regions.exclusive:
             masks = resolve_exclusive(masks, self.names, self.order)
         return masks
 
     def image_columns(self, regions: list[dict[str, Region]], masks: np.ndarray) -> list[dict[str, Any]]:
         """Values of :meth:`column_dtypes` for each image (``masks`` from :meth:`model_masks`)."""
-        rc = self.cfg.regions
+        rc = self.regions
         want_overlap = rc.overlap_columns and len(self.names) >= 2
         overlaps = None
         if want_overlap:
@@ -229,19 +237,19 @@ class RegionBuilder:
         return out
 
 
-def _rows_loader(cfg: AuditConfig, manifest: pd.DataFrame | ManifestRows | None) -> Callable[[], ManifestRows]:
+def _rows_loader(rc: RegionsConfig, manifest: pd.DataFrame | ManifestRows | Path | None) -> Callable[[], ManifestRows]:
     """A memoised ``() -> rows`` (the manifest is touched only if a source asks)."""
     memo: list[ManifestRows] = []
 
     def rows() -> ManifestRows:
         if not memo:
-            cols = manifest_columns_for(cfg)
+            cols = manifest_columns_for(rc)
             if isinstance(manifest, pd.DataFrame):
                 memo.append(rows_from_frame(manifest, cols))
-            elif manifest is not None:
-                memo.append(manifest)
+            elif manifest is None or isinstance(manifest, (str, Path)):
+                memo.append(manifest_columns(manifest, cols))
             else:
-                memo.append(manifest_columns(cfg.dataset.manifest, cols))
+                memo.append(manifest)
         return memo[0]
 
     return rows
@@ -273,7 +281,7 @@ def region_inputs_fingerprint(cfg: AuditConfig, paths: list[str], manifest: pd.D
     rc = cfg.regions
     if not rc.custom and not (rc.background.enabled and rc.background.source != "grabcut"):
         return ""
-    rows = _rows_loader(cfg, manifest)
+    rows = _rows_loader(rc, cfg.dataset.manifest if manifest is None else manifest)
     root = Path(cfg.dataset.root)
     sources = [MaskSource(n, f"regions.custom.{n}", c, root, rows) for n, c in rc.custom.items()]
     if rc.background.enabled and rc.background.source != "grabcut":
@@ -289,7 +297,7 @@ def region_inputs_fingerprint(cfg: AuditConfig, paths: list[str], manifest: pd.D
 def chunk_manifest_rows(manifest: pd.DataFrame | None, paths: list[str], cfg: AuditConfig) -> dict[str, dict[str, Any]] | None:
     """The manifest values a chunk's region sources need (None when they need none): small
     enough to pass to a chunk task as ``RegionBuilder(..., manifest=rows)``."""
-    cols = manifest_columns_for(cfg)
+    cols = manifest_columns_for(cfg.regions)
     if not cols or manifest is None:
         return None
     rows = rows_from_frame(manifest, cols)
@@ -305,7 +313,7 @@ def check_region_inputs(cfg: AuditConfig, manifest: pd.DataFrame | None = None) 
         MaskSource(name, f"regions.custom.{name}", c, root, dict)
     if rc.background.enabled and rc.background.source != "grabcut":
         MaskSource("background", "regions.background", rc.background, root, dict)
-    cols = manifest_columns_for(cfg)
+    cols = manifest_columns_for(rc)
     if cols:
         if manifest is None and cfg.dataset.manifest is None:
             raise ConfigError(f"regions: manifest column(s) {cols} are configured but dataset.manifest is not set")

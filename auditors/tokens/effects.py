@@ -13,50 +13,55 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from auditors.config.schema import AuditConfig
+from auditors.cam import CamEngine
+from auditors.config.schema import CounterfactualConfig, StatsConfig
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem
 from auditors.data.geometry import polygons_to_mask, warp_points
 from auditors.measure.instances import polygon_crop
 from auditors.measure.metrics import upsample_maps
-from auditors.models.loading import select_device
-from auditors.data.batches import load_batch, to_input
+from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.measure.metrics import display_map
-from auditors.models.engines import class_name, engine_for
+from auditors.models.engines import class_name
 from auditors.analysis.stats import mean_ci
 
-__all__ = ["token_effect", "risk_score", "flag_tokens"]
+__all__ = ["token_effect", "risk_score"]
 
 
 def token_effect(
     token: str,
     instances: pd.DataFrame,
     labels: dict[str, str | None],
-    cfg: AuditConfig,
     classes: list[str],
-    target_layer: str,
+    *,
+    engine: CamEngine,
+    device: torch.device,
+    prep: Preprocess,
+    root: Path,
+    cf: CounterfactualConfig,
+    stats: StatsConfig,
+    max_images: int,
+    batch_size: int,
     n_examples: int = 3,
     n_crops: int = 4,
 ) -> dict[str, Any]:
     """Flip rates, confidence drops and effect (with interval) of removing ``token``.
 
-    ``instances``: the token's rows of text_instances (path, polygon). Returns statistics plus
-    example crops and gallery items (before/after) for the report.
+    ``instances``: the token's rows of text_instances (path, polygon, relative to ``root``);
+    at most ``max_images`` of its images are edited (``cf`` says how), ``batch_size`` at a time.
+    Returns statistics plus example crops and gallery items (before/after) for the report.
     """
-    tc = cfg.tokens
-    cf = cfg.counterfactual
-    device = select_device(cfg.cam.device)
-    engine = engine_for(cfg, target_layer, device)
-    paths = list(dict.fromkeys(instances["path"]))[: tc.max_effect_images]
+    paths = list(dict.fromkeys(instances["path"]))[:max_images]
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
-    size = tuple(cfg.model.input_size)
+    size = prep.input_size
     effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
     examples: list[GalleryItem] = []
     crops: list[np.ndarray] = []
-    for batch in chunked([Entry(p, labels.get(p)) for p in paths], cfg.cam.batch_size):
-        loaded = load_batch(batch, Path(cfg.dataset.root), cfg, [])
+    for batch in chunked([Entry(p, labels.get(p)) for p in paths], batch_size):
+        loaded = load_batch(batch, Path(root), prep, [])
         plans, kept = [], []
         for it in loaded:
             model_polys = [warp_points(p, it.placement) for p in polys[it.path]]
@@ -72,8 +77,8 @@ def token_effect(
             continue
         n = len(kept)
         views = [it.model_view for it in kept] + [p.removed for p, _ in plans] + [p.placebo for p, _ in plans]
-        base = engine.compute(to_input(views[:n], cfg, device))
-        out = engine.compute(to_input(views[n:], cfg, device), base.targets.repeat(2))
+        base = engine.compute(to_input(views[:n], prep, device))
+        out = engine.compute(to_input(views[n:], prep, device), base.targets.repeat(2))
         pred = base.probs.argmax(1)
         conf = base.probs.gather(1, pred[:, None])[:, 0]
         after = out.probs.gather(1, pred.repeat(2)[:, None])[:, 0]
@@ -104,7 +109,7 @@ def token_effect(
                     )
                 )
     eff = np.array(effects, float)
-    st = cfg.stats
+    st = stats
     return {
         "n_tested": len(effects),
         "flip_rate_removed": float(np.mean(flips_removed)) if flips_removed else None,
@@ -130,17 +135,3 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
     effect = max(effect, 0.0) if effect is not None and np.isfinite(effect) else 0.0
     frequency = math.log1p(row["n_images"]) / math.log1p(max(n_images_total, 1))
     return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
-
-
-def flag_tokens(table: pd.DataFrame, cfg: AuditConfig) -> pd.Series:
-    """A token is flagged when class-associated and either over-attended or effective.
-
-    Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
-    exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
-    """
-    tc = cfg.tokens
-    assoc = table["p_value"] < tc.max_p_value
-    attended = table["lift"] > tc.max_lift
-    lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)
-    effective = lower > tc.max_effect
-    return (assoc & (attended | effective)) & (table["n_images"] >= tc.min_images)

@@ -9,8 +9,13 @@ import numpy as np
 import pandas as pd
 
 from auditors.config.schema import AuditConfig
+from auditors.data.batches import Preprocess
 from auditors.measure.gallery import GalleryItem
-from auditors.tokens.effects import flag_tokens, risk_score, token_effect
+from auditors.analysis.gate import flag_tokens
+from auditors.analysis.stats import interval
+from auditors.models.engines import engine_for
+from auditors.models.loading import select_device
+from auditors.tokens.effects import risk_score, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
 __all__ = ["TokenResult", "analyse_tokens"]
@@ -27,10 +32,6 @@ class TokenResult:
 def _settings(cfg: AuditConfig) -> TokenSettings:
     t = cfg.tokens
     return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
-
-
-def _ci(v: Any) -> list[float] | None:
-    return [float(v[0]), float(v[1])] if isinstance(v, (list, tuple)) else None
 
 
 def analyse_tokens(
@@ -60,16 +61,23 @@ def analyse_tokens(
     crops: dict[str, list[np.ndarray]] = {}
     labels = dict(zip(images["path"], images["label"]))
     if cfg.counterfactual.enabled and cfg.tokens.effect_tokens > 0:
+        device = select_device(cfg.cam.device)
+        engine = engine_for(cfg.model, cfg.cam, target_layer, device)
+        prep = Preprocess.of(cfg.model)
         for i in table.index[: cfg.tokens.effect_tokens]:
             token = table.at[i, "token"]
-            res = token_effect(token, instances[instances["token"] == token], labels, cfg, classes, target_layer)
+            res = token_effect(
+                token, instances[instances["token"] == token], labels, classes, engine=engine, device=device, prep=prep,
+                root=cfg.dataset.root, cf=cfg.counterfactual, stats=cfg.stats,
+                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size,
+            )
             for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
             examples[token], crops[token] = res["examples"], res["crops"]
         table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
         table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
-    table["flagged"] = flag_tokens(table, cfg)
+    table["flagged"] = flag_tokens(table, cfg.tokens)
     summary = [
         {
             "token": r.token,
@@ -85,7 +93,7 @@ def analyse_tokens(
             "area": float(r.area),
             "lift": float(r.lift),
             "effect": None if not np.isfinite(r.effect) else float(r.effect),
-            "effect_ci": _ci(r.effect_ci),
+            "effect_ci": list(interval(r.effect_ci) or []) or None,
             "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
             "risk": float(r.risk),

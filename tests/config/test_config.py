@@ -76,7 +76,7 @@ def test_load_config_errors_name_the_file(tmp_path):
 @pytest.mark.parametrize("name", ["demo.yaml", "example.yaml"])
 def test_shipped_configs_are_valid(name, monkeypatch, tmp_path):
     monkeypatch.setenv("CAMAUDIT_DEMO_DIR", str(tmp_path))
-    load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    load_config(Path(__file__).resolve().parents[2] / "configs" / name)
 
 
 def test_demo_yaml_matches_what_camaudit_demo_runs(monkeypatch, tmp_path):
@@ -86,7 +86,7 @@ def test_demo_yaml_matches_what_camaudit_demo_runs(monkeypatch, tmp_path):
 
     monkeypatch.setenv("CAMAUDIT_DEMO_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    from_file = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    from_file = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
     assets = DemoAssets(tmp_path, tmp_path / "audit", tmp_path / "shortcut.pt", tmp_path / "control.pt")
     from_code = config_from_dict(demo_config(assets, "shortcut", Path("reports"))).resolve_paths(tmp_path)
     assert from_file == from_code

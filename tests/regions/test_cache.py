@@ -18,7 +18,7 @@ from auditors.config.schema import TextRegionConfig
 from auditors.regions import RegionCache, TextDetector
 from tests.conftest import draw_word
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _WRITER = textwrap.dedent(
     """

@@ -77,7 +77,7 @@ def test_every_region_has_its_columns_values_and_per_image_errors(audited):
 
     cfg_no_text = cfg.model_copy(update={"regions": cfg.regions.model_copy(update={"text": cfg.regions.text.model_copy(update={"enabled": False}),
                                                                                     "background": cfg.regions.background.model_copy(update={"enabled": False})})})
-    builder = RegionBuilder(cfg_no_text)
+    builder = RegionBuilder(cfg_no_text.regions, cfg_no_text.dataset.root, manifest=cfg_no_text.dataset.manifest)
     items = [Item("gamma/0.png"), Item(entries[1])]
     regs = builder.build(items)
     reasons = {(e["path"], e["reason"].split(":")[0]) for e in builder.errors(regs, items)}

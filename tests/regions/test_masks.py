@@ -46,6 +46,11 @@ def _cfg(root: Path, regions: dict, manifest: Path | None = None, **model) -> ob
     })
 
 
+def _builder(cfg, cache_path: Path | None = None, manifest=None) -> RegionBuilder:
+    """The builder the chunk loop makes: the regions section, the dataset root and the manifest."""
+    return RegionBuilder(cfg.regions, cfg.dataset.root, cache_path, manifest=cfg.dataset.manifest if manifest is None else manifest)
+
+
 def _png(path: Path, arr: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
@@ -88,7 +93,7 @@ def test_custom_masks_folder_matched_by_relative_path(root):
     m[:60, :45] = 255  # top-left quarter
     _png(root / "masks" / "cats" / "001.png", m)
     cfg = _cfg(root, {"custom": {"watermark": {"source": "masks", "masks_dir": str(root / "masks")}}})
-    b = RegionBuilder(cfg)
+    b = _builder(cfg)
     items = [_item("cats/001.jpg"), _item("cats/002.jpg")]  # 002 has no mask: missing=empty (custom default)
     regs = b.build(items)
     assert b.names == ["watermark"] and b.errors(regs, items) == []
@@ -99,7 +104,7 @@ def test_custom_masks_folder_matched_by_relative_path(root):
 def test_missing_mask_can_be_an_error(root):
     (root / "masks").mkdir()
     cfg = _cfg(root, {"custom": {"logo": {"source": "masks", "masks_dir": str(root / "masks"), "missing": "error"}}})
-    b = RegionBuilder(cfg)
+    b = _builder(cfg)
     items = [_item("a/1.png")]
     regs = b.build(items)
     (err,) = b.errors(regs, items)
@@ -113,11 +118,11 @@ def test_wrong_size_mask_is_an_error_unless_resize_allowed(root):
     _png(root / "m" / "x.png", half)
     _png(root / "m" / "y.png", np.zeros((50, 50), np.uint8))  # other aspect ratio
     items = [_item("x.jpg"), _item("y.jpg")]
-    strict = RegionBuilder(_cfg(root, {"custom": {"half": {"source": "masks", "masks_dir": str(root / "m")}}}))
+    strict = _builder(_cfg(root, {"custom": {"half": {"source": "masks", "masks_dir": str(root / "m")}}}))
     regs = strict.build(items)
     errs = strict.errors(regs, items)
     assert len(errs) == 2 and "45x60 but the image is 90x120" in errs[0]["reason"] and "resize_masks" in errs[0]["reason"]
-    lenient = RegionBuilder(_cfg(root, {"custom": {"half": {"source": "masks", "masks_dir": str(root / "m"), "resize_masks": True}}}))
+    lenient = _builder(_cfg(root, {"custom": {"half": {"source": "masks", "masks_dir": str(root / "m"), "resize_masks": True}}}))
     regs = lenient.build(items)
     (err,) = lenient.errors(regs, items)
     assert err["path"] == "y.jpg" and "50x50" in err["reason"]
@@ -130,7 +135,7 @@ def test_corrupt_mask_in_a_batch_fails_only_that_image(root):
     good[:10] = 255
     _png(root / "m" / "ok.png", good)
     (root / "m" / "bad.png").write_bytes(b"garbage")
-    b = RegionBuilder(_cfg(root, {"custom": {"wm": {"source": "masks", "masks_dir": str(root / "m")}}}))
+    b = _builder(_cfg(root, {"custom": {"wm": {"source": "masks", "masks_dir": str(root / "m")}}}))
     items = [_item("ok.jpg"), _item("bad.jpg")]
     regs = b.build(items)
     assert b.failed(regs).tolist() == [[False], [True]]
@@ -159,7 +164,7 @@ def test_manifest_boxes_clip_or_fail(root):
         "outside.jpg": {"logo": "[[500, 10, 20, 20]]"},
         "none.jpg": {"logo": float("nan")},
     }
-    b = RegionBuilder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}), manifest=rows)
+    b = _builder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}), manifest=rows)
     items = [_item(p, out=(H, W)) for p in rows]
     regs = b.build(items)
     np.testing.assert_allclose(regs["partly.jpg" == "x" or 1]["logo"].polygons[0].max(axis=0), [W, H])
@@ -176,8 +181,8 @@ def test_manifest_file_is_read_lazily_with_only_needed_columns(root, tmp_path):
     man = tmp_path / "manifest.csv"
     pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "label": ["x", "x", "y"], "fg": ["fg/a.png", "", "../../etc/passwd"]}).to_csv(man, index=False)
     cfg = _cfg(root, {"background": {"enabled": True, "source": "manifest_mask", "column": "fg"}}, manifest=man)
-    assert manifest_columns_for(cfg) == ["fg"]
-    b = RegionBuilder(cfg)
+    assert manifest_columns_for(cfg.regions) == ["fg"]
+    b = _builder(cfg)
     items = [_item("a.jpg", out=(H, W)), _item("b.jpg", out=(H, W)), _item("c.jpg", out=(H, W))]
     regs = b.build(items)
     bg = b.model_masks(regs, items)[:, 0]
@@ -190,16 +195,16 @@ def test_manifest_file_is_read_lazily_with_only_needed_columns(root, tmp_path):
 def test_manifest_source_needs_a_manifest_and_the_column(root, tmp_path):
     cfg = _cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}})
     with pytest.raises(ConfigError, match="dataset.manifest is not set"):
-        RegionBuilder(cfg).build([_item("a.jpg")])
+        _builder(cfg).build([_item("a.jpg")])
     man = tmp_path / "m.csv"
     pd.DataFrame({"path": ["a.jpg"]}).to_csv(man, index=False)
     with pytest.raises(ConfigError, match=r"\['logo'\]"):
-        RegionBuilder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}, manifest=man)).build([_item("a.jpg")])
+        _builder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}, manifest=man)).build([_item("a.jpg")])
 
 
 def test_manifest_dataframe_is_accepted(root):
     df = pd.DataFrame({"path": ["a.jpg"], "logo": [[[0, 0, 45, 60]]]})
-    b = RegionBuilder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}), manifest=df)
+    b = _builder(_cfg(root, {"custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}}), manifest=df)
     items = [_item("a.jpg")]
     assert b.model_masks(b.build(items), items)[0, 0].mean() == pytest.approx(0.25)
 
@@ -210,14 +215,14 @@ def test_grabcut_background_is_a_labelled_heuristic(root, tmp_path):
     img = np.full((H, W, 3), 30, np.uint8)
     cv2.circle(img, (W // 2, H // 2), 30, (230, 200, 40), -1)  # a centred bright subject
     cfg = _cfg(root, {"background": {"enabled": True}})
-    b = RegionBuilder(cfg, tmp_path / "cache.sqlite")
+    b = _builder(cfg, tmp_path / "cache.sqlite")
     assert b.describe()["background"]["heuristic"] is True and region_sources(cfg)["background"]["source"] == "grabcut"
     items = [_item("a.jpg", img, out=(H, W))]
     bg = b.model_masks(b.build(items), items)[0, 0]
     yy, xx = np.mgrid[:H, :W]
     disk = (xx - W // 2) ** 2 + (yy - H // 2) ** 2 <= 28**2
     assert not bg[disk].mean() > 0.05 and bg[~disk].mean() > 0.9
-    again = RegionBuilder(cfg, tmp_path / "cache.sqlite")
+    again = _builder(cfg, tmp_path / "cache.sqlite")
     bg2 = again.model_masks(again.build(items), items)[0, 0]
     assert again.stats["background_cached"] == 1 and again.stats["background_grabcut"] == 0
     assert (bg == bg2).all(), "cached GrabCut equals a fresh one"
@@ -234,7 +239,7 @@ def test_grabcut_on_tiny_or_flat_images(shape):
 
 
 def test_uniform_image_grabcut_does_not_crash_the_batch(root):
-    b = RegionBuilder(_cfg(root, {"background": {"enabled": True}}))
+    b = _builder(_cfg(root, {"background": {"enabled": True}}))
     items = [_item("flat.jpg", np.zeros((40, 40, 3), np.uint8)), _item("tiny.jpg", np.zeros((2, 2, 3), np.uint8))]
     regs = b.build(items)
     errs = b.errors(regs, items)
@@ -268,13 +273,13 @@ def test_overlaps_and_exclusive_priority(root):
     rows = {"a.jpg": {"left": "[[0, 0, 45, 120]]", "top": "[[0, 0, 90, 60]]"}}
     regions = {"custom": {"left": {"source": "manifest_boxes", "column": "left"}, "top": {"source": "manifest_boxes", "column": "top"}}}
     items = [_item("a.jpg", out=(H, W))]
-    shared = RegionBuilder(_cfg(root, regions), manifest=rows)
+    shared = _builder(_cfg(root, regions), manifest=rows)
     regs = shared.build(items)
     m = shared.model_masks(regs, items)
     (row,) = shared.image_columns(regs, m)
     assert row["overlap_left_top"] == pytest.approx(0.5) and row["regions_overlap"] == pytest.approx(0.25)
-    assert set(row) == set(RegionBuilder.column_dtypes(shared.cfg))
-    excl = RegionBuilder(_cfg(root, {**regions, "exclusive": True, "priority": ["top"]}), manifest=rows)
+    assert set(row) == set(RegionBuilder.column_dtypes(shared.regions))
+    excl = _builder(_cfg(root, {**regions, "exclusive": True, "priority": ["top"]}), manifest=rows)
     regs = excl.build(items)
     m = excl.model_masks(regs, items)[0]
     assert m[1].sum() == 90 * 60 and m[0].sum() == 45 * 60, "top wins the shared quarter"
@@ -288,7 +293,7 @@ def test_default_priority_puts_text_and_custom_before_border_and_background(root
     (root / "m").mkdir()
     cfg = _cfg(root, {"border": {"enabled": True}, "background": {"enabled": True}, "exclusive": True,
                       "custom": {"wm": {"source": "masks", "masks_dir": str(root / "m")}}})
-    b = RegionBuilder(cfg)
+    b = _builder(cfg)
     assert b.names == ["border", "background", "wm"] and b.order == ["wm", "border", "background"]
 
 
@@ -299,16 +304,16 @@ def test_names_columns_and_describe_agree(root):
         "regions": {"text": {"read": True}, "background": {"enabled": True, "source": "masks", "masks_dir": str(root / "m")},
                     "custom": {"logo": {"source": "masks", "masks_dir": str(root / "m")}}},
     })
-    b = RegionBuilder(cfg)
+    b = _builder(cfg)
     assert b.names == region_names(cfg) == ["text", "border", "background", "logo"]
     assert set(b.describe()) == set(b.names) and not any(d["heuristic"] for d in b.describe().values())
-    cols = RegionBuilder.column_dtypes(cfg)
+    cols = RegionBuilder.column_dtypes(cfg.regions)
     assert cols["n_text_boxes"] == "Int64" and cols["text_read"] == "string" and "overlap_text_logo" in cols
 
 
 def test_missing_masks_dir_is_a_config_error(root):
     with pytest.raises(ConfigError, match=r"regions.custom.logo.masks_dir: folder not found"):
-        RegionBuilder(_cfg(root, {"custom": {"logo": {"source": "masks", "masks_dir": str(root / "nope")}}}))
+        _builder(_cfg(root, {"custom": {"logo": {"source": "masks", "masks_dir": str(root / "nope")}}}))
 
 
 def test_fingerprint_follows_mask_files_and_manifest_values(root):
@@ -341,3 +346,16 @@ def test_fail_fast_checks_and_chunk_rows(root, tmp_path):
     assert chunk_manifest_rows(df, ["a.jpg"], _cfg(root, {})) is None
     with pytest.raises(ConfigError, match="masks_dir"):
         check_region_inputs(_cfg(root, {"background": {"enabled": True, "source": "masks", "masks_dir": str(root / "no")}}))
+
+
+def test_builder_needs_only_the_regions_section(root):
+    """A provider is usable without a dataset, a model or an audit config."""
+    rc = RegionsConfig.model_validate({"text": {"enabled": False}, "border": {"width": 0.1},
+                                       "custom": {"logo": {"source": "manifest_boxes", "column": "logo"}}})
+    b = RegionBuilder(rc, root, manifest={"a.jpg": {"logo": "[[0, 0, 45, 60]]"}})
+    items = [_item("a.jpg", out=(H, W))]
+    masks = b.model_masks(b.build(items), items)
+    assert b.names == ["border", "logo"] and masks.shape == (1, 2, H, W)
+    assert masks[0, 1].sum() == 45 * 60 and masks[0, 0].mean() == pytest.approx(1 - 0.8 * 0.8, abs=0.02)
+    with pytest.raises(TypeError, match=r"cfg\.regions"):
+        RegionBuilder(_cfg(root, {}), root)

@@ -13,7 +13,7 @@ from auditors.config import config_from_dict
 from flows.audit import run_audit
 from tests.conftest import build_tiny_cnn
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # whole flows on a real server
 
 CONTRACT_COLUMNS = ["path", "label", "pred", "confidence", "text_mass", "text_area", "text_lift", "border_mass", "border_area", "border_lift"]
 CLASS_KEYS = {"n", "text_mass", "text_area", "text_lift", "border_mass", "border_area", "border_lift",

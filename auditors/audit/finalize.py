@@ -1,0 +1,143 @@
+"""The end of a run: validate the tables, aggregate, gate, build the summary, write the files.
+
+Library functions, callable without Prefect: :func:`merge_run_tables` and :func:`run_tokens`
+prepare the tables, :func:`summarise` turns them into the typed :class:`Summary` (tests build
+summaries with it from small real tables), :func:`finalize_run` does the whole step for a run
+folder.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from auditors.analysis.aggregate import aggregate
+from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
+from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.audit.plan import Plan
+from auditors.audit.run_folder import RunFolder, write_json
+from auditors.audit.summary import CamInfo, Gate, Summary, build_summary
+from auditors.config.schema import AuditConfig
+from auditors.regions.build import region_names, region_sources
+from auditors.audit.tables import empty_rows, wants_instances
+from auditors.measure.instances import INSTANCE_COLUMNS
+from auditors.tokens.stage import TokenResult, analyse_tokens
+
+__all__ = ["Finalized", "merge_run_tables", "run_tokens", "validate_run", "summarise", "finalize_run"]
+
+
+@dataclass
+class Finalized:
+    """The run's summary and the tables the report shows next to it."""
+
+    summary: Summary
+    images: pd.DataFrame
+    errors: pd.DataFrame
+    validation: dict[str, Any]
+
+
+def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
+    """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    n_rows = folder.merge_parts(empty_rows(cfg))
+    if wants_instances(cfg):
+        empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
+        folder.merge_parts(empty, kind="instances", dest=folder.instances)
+    folder.write_errors(errors)
+    return n_rows
+
+
+def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -> TokenResult | None:
+    """The token stage on a run folder; rewrites text_instances.parquet with each instance's token."""
+    if not wants_instances(cfg):
+        return None
+    instances = pd.read_parquet(folder.instances)
+    images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
+    result = analyse_tokens(cfg, instances, images, group_by, plan.classes, plan.target_layer)
+    instances.to_parquet(folder.instances, index=False)
+    return result
+
+
+def validate_run(plan: Plan, images: pd.DataFrame, regions: list[str]) -> dict[str, Any]:
+    """Great Expectations on what was asked (the manifest) and what was produced (images)."""
+    entries = plan.index.entries
+    manifest = pd.DataFrame({"path": [e.path for e in entries], "label": [e.label for e in entries]})
+    return validate_tables({
+        "manifest": (manifest, manifest_expectations(plan.classes, plan.index.labelled)),
+        "images": (images, images_expectations(plan.classes, regions)),
+    })
+
+
+def summarise(
+    cfg: AuditConfig,
+    images: pd.DataFrame,
+    errors: pd.DataFrame,
+    classes: list[str],
+    group_by: str,
+    validation: dict[str, Any],
+    *,
+    run_id: str,
+    target_layer: str,
+    device: str,
+    sanity: dict[str, Any] | None = None,
+    tokens: list[dict[str, Any]] | None = None,
+    run_stats: dict[str, int] | None = None,
+    started: float | None = None,
+) -> Summary:
+    """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
+
+    ``started``: the run's ``time.perf_counter()`` at its start, for the timing section.
+    """
+    regions = region_names(cfg)
+    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    per_class, overall = aggregate(images, cfg, classes, regions, group_by)
+    gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation)
+    elapsed = time.perf_counter() - started if started is not None else 0.0
+    return build_summary(
+        cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
+        group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
+        overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
+        run_stats=run_stats, elapsed=elapsed,
+    )
+
+
+def finalize_run(
+    cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, run_stats: dict[str, int],
+    sanity: dict[str, Any] | None, tokens: TokenResult | None, group_by: str, started: float,
+) -> Finalized:
+    """Validate and summarise the run in ``folder``; write validation.json and summary.json.
+
+    The report is written from the result by :func:`auditors.report.write_report` (the report
+    sits above this package).
+    """
+    images = pd.read_parquet(folder.images)
+    errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
+    validation = validate_run(plan, images, region_names(cfg))
+    write_json(folder.validation, validation)
+    summary = summarise(
+        cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
+        device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
+        run_stats=run_stats, started=started,
+    )
+    judge_run(summary, images, plan, cfg)
+    write_json(folder.summary, summary.to_dict())
+    return Finalized(summary, images, errors, validation)
+
+
+# --- hardening (issue 12): "the audit could not judge" ------------------------------------------
+def judge_run(summary: Summary, images: pd.DataFrame, plan: Plan, cfg: AuditConfig) -> Summary:
+    """Set gate.status (passed | failed | inconclusive), its reasons, the plan's warnings and the map size.
+
+    Additive keys only; ``gate.passed`` becomes False when the gate could not judge.
+    """
+    gate = summary.gate.to_dict() if summary.gate is not None else {"passed": None, "failures": []}
+    per_class = {name: {"n": stats.n} for name, stats in summary.classes.items()}
+    reasons = inconclusive_reasons(images, len(plan.index.entries), per_class, cfg.gate)
+    decided = {**gate_status({**gate, "passed": bool(gate.get("passed"))}, reasons), "warnings": list(plan.warnings)}
+    summary.gate = Gate.model_validate(decided)
+    if summary.cam is not None:
+        summary.cam = CamInfo.model_validate({**summary.cam.to_dict(), "map_size": list(plan.map_size) if plan.map_size else None})
+    return summary
+# --- end hardening ------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""The per-class attention table: mass, area, lift (with interval) and hit rate per region.
+
+Lift cells are coloured by the gate's own levels (:mod:`auditors.analysis.gate`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from auditors.audit.summary import Record, RegionSource, Summary
+from auditors.report.facts import ci_level, counterfactual_on, lift_threshold, min_images
+from auditors.report.formatting import (
+    fmt_ci, fmt_float, fmt_int, fmt_pct, fmt_threshold, level_class, num, region_label, sort_key,
+)
+
+__all__ = ["build_class_table"]
+
+
+def _flip_keys(summary: Summary) -> list[str]:
+    """Counterfactual columns (flip_rate_*), shown only when some class has a value.
+
+    With the counterfactual section present the flip rates live there instead.
+    """
+    if counterfactual_on(summary):
+        return []
+    groups = [*summary.classes.values(), *([summary.overall] if summary.overall is not None else [])]
+    keys: list[str] = []
+    for stats in groups:
+        for k, v in stats.to_dict().items():
+            if k.startswith("flip_rate_") and k not in keys and num(v) is not None:
+                keys.append(k)
+    if "flip_rate_placebo" in keys and "flip_rate_text_placebo" in keys:  # the 0.1 contract alias
+        keys.remove("flip_rate_placebo")
+    return keys
+
+
+def _col(key: str, label: str, kind: str = "num", group: str | None = None, fmt: str = "int",
+         title: str = "", region: str | None = None, first: bool = False) -> dict[str, Any]:
+    """One column spec (every key present: the template is rendered with StrictUndefined)."""
+    return {"key": key, "label": label, "kind": kind, "group": group, "fmt": fmt, "title": title,
+            "region": region, "first": first}
+
+
+def _class_columns(regions: list[str], flip_keys: list[str]) -> list[dict[str, Any]]:
+    """Column specs in table order: class, n, four per region, flip rates, status."""
+    cols = [_col("name", "Class", kind="text"), _col("n", "Images", title="Audited images in this class")]
+    for r in regions:
+        grp = region_label(r)
+        cols += [
+            _col(f"{r}_mass", "Mass", group=grp, fmt="pct", region=r, first=True, title=f"Share of heatmap on {r}"),
+            _col(f"{r}_area", "Area", group=grp, fmt="pct", region=r, title=f"Share of image covered by {r}"),
+            _col(f"{r}_lift", "Lift", group=grp, fmt="lift", region=r,
+                 title="Mass / area with its interval; 1.0 = uniform attention"),
+            _col(f"{r}_hit_rate", "Hit rate", group=grp, fmt="hit", region=r,
+                 title=f"Share of images whose heatmap peak lies on {r}, and the share expected by area"),
+        ]
+    for i, k in enumerate(flip_keys):
+        label = k.removeprefix("flip_rate_").replace("_", " ")
+        cols.append(_col(k, label.capitalize(), group="Flip rate", fmt="pct", first=i == 0,
+                         title=f"Share of predictions that change ({label})"))
+    cols.append(_col("flagged", "Status", kind="text"))
+    return cols
+
+
+def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None]) -> dict[str, str]:
+    """A formatted cell: ``sub`` is a second line always shown, ``extra`` one shown on request."""
+    value = stats.get(col["key"])
+    fmt = col["fmt"]
+    cell = {"text": fmt_int(value), "sort": sort_key(value), "cls": "num", "sub": "", "extra": "", "title": ""}
+    if fmt == "pct":
+        cell["text"] = fmt_pct(value)
+        cell["extra"] = fmt_ci(stats.get(f"{col['key']}_ci"), fmt_pct)
+    elif fmt == "hit":
+        cell["text"] = fmt_pct(value)
+        expected = stats.get(f"{col['region']}_hit_expected")
+        if num(expected) is not None:
+            cell["sub"] = f"exp. {fmt_pct(expected)}"
+            cell["title"] = f"{fmt_pct(value)} of peaks on {col['region']}; {fmt_pct(expected)} expected by its area"
+    elif fmt == "lift":
+        ci = stats.get(f"{col['key']}_ci")
+        level = level_class(value, ci, thresholds.get(col["region"]))
+        cell.update(text=fmt_float(value), cls=f"num lift {level}".strip())
+        cell["sub"] = fmt_ci(ci) if num(value) is not None else ""
+    return cell
+
+
+def _class_row(name: str, stats: Record, cols: list[dict], thresholds: dict, min_n: float | None) -> dict:
+    """One table row: formatted metric cells plus the flag state and its reasons."""
+    cells = [_cell(c, stats, thresholds) for c in cols if c["kind"] == "num"]
+    n = num(stats.get("n"))
+    flagged = bool(stats.get("flagged"))
+    small = min_n is not None and n is not None and n < min_n
+    status = "flagged" if flagged else ("small" if small else "ok")
+    return {
+        "name": name,
+        "cells": cells,
+        "status": status,
+        "status_sort": {"flagged": "0", "small": "1", "ok": "2"}[status],
+        "reasons": [str(r) for r in stats.get("flag_reasons") or []],
+        "why": _short_reasons(stats.get("flag_reasons")) if flagged else "",
+    }
+
+
+def _short_reasons(reasons: Any) -> str:
+    """"text lift, text effect" from reasons like "text_lift 3.41 (interval lower bound 2.9) > 2.0"."""
+    out: list[str] = []
+    for r in reasons if isinstance(reasons, (list, tuple)) else []:
+        m = re.match(r"\s*([A-Za-z][\w]*)", str(r))
+        word = m.group(1).replace("_", " ") if m else ""
+        if word and word not in out and len(word) <= 24:
+            out.append(word)
+    return ", ".join(out[:3])
+
+
+def _groups(cols: list[dict[str, Any]], sources: dict[str, RegionSource]) -> list[dict[str, Any]]:
+    """The header's top row: one cell per run of columns with the same group."""
+    groups: list[dict[str, Any]] = []
+    for c in cols:
+        if groups and c["group"] is not None and groups[-1]["label"] == c["group"]:
+            groups[-1]["span"] += 1
+            continue
+        src = sources.get(c["region"] or "", RegionSource())
+        title = ""
+        if src.heuristic:
+            title = f"Estimated by a heuristic ({src.source or 'unspecified'}): treat these numbers as approximate"
+        groups.append({"label": c["group"], "span": 1, "heuristic": src.heuristic, "title": title})
+    return groups
+
+
+def build_class_table(summary: Summary) -> dict[str, Any]:
+    """Header rows, body rows and the overall row of the per-class table."""
+    regions = list(summary.regions)
+    cols = _class_columns(regions, _flip_keys(summary))
+    thresholds = {r: lift_threshold(summary, r) for r in regions}
+    min_n = min_images(summary)
+    rows = [_class_row(name, stats, cols, thresholds, min_n) for name, stats in summary.classes.items()]
+    overall = summary.overall
+    overall_row = _class_row("All images", overall, cols, thresholds, None) if overall is not None else None
+    groups = _groups(cols, summary.region_sources)
+    every = rows + ([overall_row] if overall_row else [])
+    cells = [c for r in every for c in r["cells"]]
+    return {
+        "columns": cols,
+        "groups": groups if any(g["label"] for g in groups) else [],
+        "rows": rows,
+        "overall": overall_row,
+        "thresholds": {r: fmt_threshold(t) for r, t in thresholds.items() if t is not None},
+        "min_images": fmt_int(min_n) if min_n is not None and min_n > 1 else None,
+        "has_extra": any(c["extra"] for c in cells),
+        "has_intervals": any(c["sub"].startswith("[") for c in cells),
+        "ci_level": ci_level(summary),
+        "heuristic": [
+            {"label": region_label(r), "source": s.source, "from": s.from_}
+            for r, s in summary.region_sources.items() if s.heuristic and r in regions
+        ],
+    }

@@ -1,0 +1,141 @@
+"""The counterfactual section: does the model need a region? Removal vs an equal-area placebo.
+
+Status words and colours follow the gate (:func:`auditors.analysis.gate.effect_status`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditors.analysis.gate import effect_status
+from auditors.audit.summary import Record, RegionSource, Summary
+from auditors.report.facts import ci_level, effect_threshold, min_images
+from auditors.report.formatting import (
+    DASH, EFFECT_NOUNS, as_dict, fmt_ci, fmt_dec, fmt_int, fmt_pct, fmt_text, fmt_threshold, interval, level_class,
+    num, region_label, sort_key,
+)
+from auditors.report.plots import effect_plot, plot_axis, plot_domain
+
+__all__ = ["CF_STATUS", "build_counterfactual"]
+
+CF_STATUS = {
+    "bad": ("tag-bad", "above limit", "The whole interval is above the threshold: the gate flags this class"),
+    "warn": ("tag-warn", "inconclusive", "The interval reaches above the threshold but its lower bound does not"),
+    "ok": ("tag-ok", "below limit", "The whole interval is below the threshold"),
+    "small": ("tag-muted", "too few", "Above the threshold, but too few images to be flagged"),
+    "none": ("", "\u2014", ""),
+}
+
+
+def _cf_row(name: str, stats: Record, r: str, threshold: float | None, domain: tuple[float, float],
+            min_n: float | None, overall: bool = False) -> dict[str, Any]:
+    n_edit, n = stats.get(f"n_{r}_edited"), stats.get("n")
+    effect, ci = stats.get(f"{r}_effect"), stats.get(f"{r}_effect_ci")
+    level = level_class(effect, ci, threshold)
+    status = "none" if overall else effect_status(level.removeprefix("lift-"), num(n), min_n)
+
+    def cell(value: Any, text: str, cls: str = "num", sub: str = "", title: str = "") -> dict[str, str]:
+        return {"text": text, "sort": sort_key(value), "cls": cls, "sub": sub, "title": title}
+
+    def get(key: str) -> Any:
+        return stats.get(key.format(r=r))
+
+    edited_sub = f"of {fmt_int(n)}" if num(n) is not None and num(n_edit) is not None else ""
+    tag_cls, tag_text, tag_title = CF_STATUS[status]
+    return {
+        "name": name,
+        "cells": [
+            cell(n_edit, fmt_int(n_edit), sub=edited_sub,
+                 title=f"Images with {r} that were edited (images without it are left out)"),
+            cell(get("flip_rate_{r}_removed"), fmt_pct(get("flip_rate_{r}_removed")), cls="num group-start"),
+            cell(get("flip_rate_{r}_placebo"), fmt_pct(get("flip_rate_{r}_placebo"))),
+            cell(get("conf_drop_{r}_removed"), fmt_dec(get("conf_drop_{r}_removed")), cls="num group-start"),
+            cell(get("conf_drop_{r}_placebo"), fmt_dec(get("conf_drop_{r}_placebo"))),
+            cell(effect, fmt_dec(effect), cls=f"num group-start lift {level}".strip(),
+                 sub=fmt_ci(ci, fmt_dec) if num(effect) is not None else ""),
+        ],
+        "plot": effect_plot(effect, ci, threshold, domain, level, name),
+        "effect_sort": sort_key(effect),
+        "status": status,
+        "status_sort": {"bad": "0", "warn": "1", "small": "2", "ok": "3", "none": "4"}[status],
+        "tag": {"cls": tag_cls, "text": tag_text, "title": tag_title},
+    }
+
+
+def _cf_block(summary: Summary, r: str, min_n: float | None) -> dict[str, Any]:
+    classes, overall = summary.classes, summary.overall
+    threshold = effect_threshold(summary, r)
+    points: list[float] = [0.0] + ([threshold] if threshold is not None else [])
+    for stats in [*classes.values(), *([overall] if overall is not None else [])]:
+        if num(stats.get(f"{r}_effect")) is None:
+            continue
+        points.append(num(stats.get(f"{r}_effect")))
+        points += list(interval(stats.get(f"{r}_effect_ci")) or ())
+    domain = plot_domain(points)
+    rows = [_cf_row(name, st, r, threshold, domain, min_n) for name, st in classes.items()]
+    src = summary.region_sources.get(r, RegionSource())
+    return {
+        "region": r,
+        "label": region_label(r),
+        "noun": EFFECT_NOUNS.get(r, f"the {r.replace('_', ' ')} region"),
+        "heuristic": src.heuristic,
+        "source": src.source,
+        "threshold": fmt_threshold(threshold) if threshold is not None else "",
+        "rows": rows,
+        "overall": _cf_row("All images", overall, r, threshold, domain, None, overall=True) if overall is not None else None,
+        "axis": plot_axis(domain, threshold),
+        "has_data": any(row["plot"] for row in rows),
+    }
+
+
+def _accuracy_table(summary: Summary, regions: list[str]) -> dict[str, Any] | None:
+    """Accuracy on originals and on each edited set, per class; None without labels."""
+    entries = [(k, as_dict(v.accuracy)) for k, v in summary.classes.items()]
+    overall = as_dict(summary.overall.accuracy) if summary.overall is not None else {}
+    if not any(num(a.get("original")) is not None for _, a in entries + [("", overall)]):
+        return None
+    columns = [{"label": "Original", "title": "Accuracy on the unedited images", "region": None}]
+    for r in regions:
+        lbl = region_label(r)
+        columns += [
+            {"label": f"{lbl} removed", "title": f"Accuracy after removing {r}", "region": r},
+            {"label": f"{lbl} placebo", "title": "Accuracy after removing the equal-area placebo", "region": r},
+            {"label": f"{lbl} gap", "title": f"Original minus {r}-removed accuracy (positive: accuracy lost)",
+             "region": r},
+        ]
+
+    def row(name: str, acc: dict) -> dict[str, Any]:
+        cells = [{"text": fmt_pct(acc.get("original")), "sort": sort_key(acc.get("original")), "cls": "num"}]
+        for r in regions:
+            for key in (f"{r}_removed", f"{r}_placebo"):
+                cells.append({"text": fmt_pct(acc.get(key)), "sort": sort_key(acc.get(key)), "cls": "num"})
+            gap = num(acc.get(f"{r}_gap"))
+            text = DASH if gap is None else f"{gap * 100:+.1f} pts".replace("-", "\u2212").replace("+0.0 ", "0.0 ")
+            cells.append({"text": text, "sort": sort_key(gap), "cls": "num"})
+        return {"name": name, "cells": cells}
+
+    return {
+        "columns": columns,
+        "rows": [row(name, acc) for name, acc in entries if acc],
+        "overall": row("All images", overall) if overall else None,
+    }
+
+
+def build_counterfactual(summary: Summary) -> dict[str, Any] | None:
+    """The counterfactual section; None for summaries that predate it (nothing to show)."""
+    cf = summary.counterfactual
+    if cf is None:
+        return None
+    enabled = cf.enabled
+    regions = list(cf.regions) if enabled else []
+    min_n = min_images(summary)
+    method = cf.method
+    return {
+        "enabled": enabled,
+        "method": {"telea": "Telea inpainting", "ns": "Navier\u2013Stokes inpainting"}.get(method, fmt_text(method)),
+        "margin": fmt_int(cf.margin),
+        "blocks": [_cf_block(summary, r, min_n) for r in regions],
+        "accuracy": _accuracy_table(summary, regions) if enabled else None,
+        "ci_level": ci_level(summary),
+        "min_images": fmt_int(min_n) if min_n is not None and min_n > 1 else None,
+    }
