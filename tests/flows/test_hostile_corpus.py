@@ -10,7 +10,6 @@ Cases are grouped so that one real flow run checks many per-file cases at once.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
@@ -27,7 +26,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from auditors.config.schema import DatasetConfig
 from auditors.data.discovery import discover
