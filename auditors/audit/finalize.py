@@ -17,6 +17,8 @@ import pandas as pd
 from auditors.analysis.aggregate import aggregate
 from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.analysis.depth import variant_summary
+from auditors.audit.exports import merge_exports
 from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
 from auditors.audit.summary import CamInfo, Gate, Summary, build_summary
@@ -41,6 +43,7 @@ class Finalized:
 
 def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
     """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    merge_exports(cfg, folder)  # regions.parquet, targets.parquet (top-k), cams.npz (opt-in)
     n_rows = folder.merge_parts(empty_rows(cfg))
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
@@ -85,6 +88,7 @@ def summarise(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
+    variants: dict[str, Any] | None = None,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
@@ -99,7 +103,7 @@ def summarise(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed,
+        run_stats=run_stats, elapsed=elapsed, variants=variants,
     )
 
 
@@ -120,6 +124,7 @@ def finalize_run(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
         run_stats=run_stats, started=started,
+        variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
     )
     judge_run(summary, images, plan, cfg)
     write_json(folder.summary, summary.to_dict())

@@ -121,6 +121,9 @@ class CamInfo(Record):
     target: str | None = None
     target_layer: str | None = None
     device: str | None = None
+    layers: list[str] | None = None  # cam.layers
+    k: int | None = None  # cam.target: topk
+    reshape: str | None = None  # model.reshape
 
 
 class RegionSource(Record):
@@ -213,6 +216,10 @@ class Summary(Record):
     flagged_tokens: list[str] = Field(default_factory=list)
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
+    # CAM variants (analysis/depth.py): per-layer lift, per-target-class stats, export files
+    layers: dict[str, Any] | None = None
+    targets: dict[str, Any] | None = None
+    exports: dict[str, str | None] = Field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -248,6 +255,7 @@ def build_summary(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
+    variants: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
@@ -272,7 +280,8 @@ def build_summary(
         "group_by": group_by,
         "regions": regions,
         "region_sources": region_sources,
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device},
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device,
+                "layers": cfg.cam.layers, "k": cfg.cam.k if cfg.cam.target == "topk" else None, "reshape": cfg.model.reshape},
         "classes": per_class,
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
@@ -286,4 +295,5 @@ def build_summary(
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        **(variants or {}),  # layers, targets, exports
     })
