@@ -311,7 +311,7 @@ def _stop_cases(tmp_path: Path, root: Path) -> list[tuple[str, list[str], str]]:
     add("config-unknown-gate-region", None, "not an enabled region (enabled: ['border'])", ["--set", "gate.max_lift={logo: 2}"])
     add("config-unknown-cf-region", None, "'txt' is not an enabled region",
         ["--set", "counterfactual.enabled=true", "--set", "counterfactual.regions=[txt]"])
-    add("config-unknown-target-class", None, "is not 'predicted', 'label' or a class name (['alpha', 'beta', 'gamma'])",
+    add("config-unknown-target-class", None, "or a class name (['alpha', 'beta', 'gamma'])",
         ["--set", "cam.target=delta"])
     add("config-unknown-priority", None, "not regions (known:", ["--set", "regions.priority=[text, logo]"])
     add("config-nan-mean", None, "model.mean: must be finite", ["--set", "model.mean=[.nan, 0.4, 0.4]"])
