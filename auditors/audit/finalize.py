@@ -63,13 +63,15 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -
     return result
 
 
-def validate_run(plan: Plan, images: pd.DataFrame, regions: list[str]) -> dict[str, Any]:
+def validate_run(
+    plan: Plan, images: pd.DataFrame, regions: list[str], cf_regions: list[str] | None = None, placebo_max_overlap: float = 0.0
+) -> dict[str, Any]:
     """Great Expectations on what was asked (the manifest) and what was produced (images)."""
     entries = plan.index.entries
     manifest = pd.DataFrame({"path": [e.path for e in entries], "label": [e.label for e in entries]})
     return validate_tables({
         "manifest": (manifest, manifest_expectations(plan.classes, plan.index.labelled)),
-        "images": (images, images_expectations(plan.classes, regions)),
+        "images": (images, images_expectations(plan.classes, regions, cf_regions, placebo_max_overlap)),
     })
 
 
@@ -95,7 +97,7 @@ def summarise(
     ``started``: the run's ``time.perf_counter()`` at its start, for the timing section.
     """
     regions = region_names(cfg)
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     per_class, overall = aggregate(images, cfg, classes, regions, group_by)
     gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation)
     elapsed = time.perf_counter() - started if started is not None else 0.0
@@ -118,7 +120,7 @@ def finalize_run(
     """
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
-    validation = validate_run(plan, images, region_names(cfg))
+    validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(), cfg.counterfactual.placebo_max_overlap)
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,

@@ -58,7 +58,7 @@ def make_plan(cfg: AuditConfig) -> Plan:
         from auditors.regions.build import region_names
 
         enabled = region_names(cfg)
-        for r in cfg.counterfactual.regions:
+        for r in cfg.counterfactual.regions or []:
             if r not in enabled:
                 raise ConfigError(f"counterfactual.regions: {r!r} is not an enabled region ({enabled})")
     if cfg.model.classes is None:

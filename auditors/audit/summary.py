@@ -139,6 +139,9 @@ class CounterfactualInfo(Record):
     regions: list[str] = Field(default_factory=list)
     method: str | None = None
     margin: int | None = None
+    #: per intervened region: images left out of effects because no valid placebo exists
+    n_no_placebo: dict[str, int] | None = None
+    placebo_max_overlap: float | None = None
 
 
 class StatsInfo(Record):
@@ -179,6 +182,7 @@ class TokenEntry(Record):
     effect_ci: list[float] | None = None
     flip_rate_removed: float | None = None
     flip_rate_placebo: float | None = None
+    n_no_placebo: int | None = None
     risk: float | None = None
     flagged: bool = False
 
@@ -236,6 +240,17 @@ class Summary(Record):
         return TokensConfig.model_validate(section) if isinstance(section, dict) else None
 
 
+def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]) -> dict[str, Any]:
+    """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
+    if not cf_regions:
+        return {}
+    n_no = {}
+    for r in cf_regions:
+        status = images.get(f"{r}_placebo_status")
+        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
+
+
 def build_summary(
     cfg: AuditConfig,
     *,
@@ -264,7 +279,7 @@ def build_summary(
     (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result.
     """
     run_stats = run_stats or {}
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     return Summary.model_validate({
@@ -288,7 +303,8 @@ def build_summary(
         "gate": gate,
         "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
-                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
+                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
+                           **placebo_counts(images, cfg, cf_regions)},
         "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed, "interval": INTERVAL},
         "sanity": sanity,
         "tokens": tokens,

@@ -274,11 +274,28 @@ class CounterfactualConfig(_Strict):
     method: Literal["telea", "ns"] = Field(default="telea", description="OpenCV inpainting: Telea or Navier-Stokes.")
     radius: int = Field(default=3, ge=1, le=50, description="Inpainting neighbourhood radius (model-input pixels).")
     margin: int = Field(default=2, ge=0, le=50, description="Dilate the removed mask by this many pixels first.")
-    regions: list[str] = Field(
-        default=["text"], min_length=1, description="Regions to intervene on (each with its own matched placebo)."
+    regions: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Regions to intervene on (each with its own matched placebo); null = every enabled region "
+        "except background (its placebo would have to remove the foreground).",
     )
     seed: int = Field(default=0, description="Seed of the placebo placement (mixed with each image's hash).")
-    placebo_tries: int = Field(default=200, ge=1, description="Random placements tried to avoid the real region.")
+    placebo_tries: int = Field(default=200, ge=1, description="Placement attempts per image (one per piece and orientation).")
+    placebo_max_overlap: float = Field(
+        default=0.0, ge=0.0, le=0.25,
+        description="Largest share of the removed (dilated) region a placebo may cover; images without such a "
+        "placebo are recorded (<r>_placebo_status) and left out of effects.",
+    )
+
+    def intervened(self, enabled_regions: list[str]) -> list[str]:
+        """Regions to intervene on, given the enabled ones: ``regions``, or all but background
+        (a background's placebo would have to remove the foreground)."""
+        if not self.enabled:
+            return []
+        if self.regions is not None:
+            return list(self.regions)
+        return [r for r in enabled_regions if r != "background"]
 
 
 class TokensConfig(_Strict):
@@ -318,6 +335,9 @@ class GateConfig(_Strict):
     )
     max_lift: dict[str, float] = Field(default={}, description="Optional lift thresholds of other regions, by name.")
     max_effect: dict[str, float] = Field(default={}, description="Optional effect thresholds of other regions, by name.")
+    max_norm_lift: dict[str, float] = Field(
+        default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
+    )
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
@@ -364,6 +384,10 @@ class AuditConfig(_Strict):
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
 
+    def counterfactual_regions(self) -> list[str]:
+        """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
+        return self.counterfactual.intervened(self.regions.enabled_names())
+
     # --- hardening (issue 12): every name a key refers to must exist --------------------------
     @model_validator(mode="after")
     def _names_exist(self) -> AuditConfig:
@@ -376,14 +400,15 @@ class AuditConfig(_Strict):
                 if name not in enabled:
                     raise ValueError(f"gate.{key}.{name}: {name!r} is not an enabled region (enabled: {enabled})")
         if self.counterfactual.enabled:
-            for name in self.counterfactual.regions:
+            for name in self.counterfactual.regions or []:
                 if name not in enabled:
                     raise ValueError(f"counterfactual.regions: {name!r} is not an enabled region (enabled: {enabled})")
+            intervened = self.counterfactual.intervened(enabled)
             for name in self.gate.max_effect:
-                if name not in self.counterfactual.regions:
+                if name not in intervened:
                     raise ValueError(
-                        f"gate.max_effect.{name}: {name!r} is not in counterfactual.regions "
-                        f"({self.counterfactual.regions}), so the rule could never apply"
+                        f"gate.max_effect.{name}: {name!r} is not intervened on (counterfactual regions: {intervened}), "
+                        "so the rule could never apply"
                     )
         return self
     # --- end hardening ------------------------------------------------------------------------
