@@ -308,7 +308,7 @@ def _stop_cases(tmp_path: Path, root: Path) -> list[tuple[str, list[str], str]]:
     add("config-latin1-bytes", plain.encode("utf-8") + b"# caf\xe9\n", "expected UTF-8")
     add("config-python-tag", plain + "x: !!python/object/apply:os.system ['true']\n", "constructor")
     add("config-not-a-mapping", "- just\n- a list\n", "top level must be a mapping")
-    add("config-unknown-gate-region", None, "not an enabled region (enabled: ['border'])", ["--set", "gate.max_lift={logo: 2}"])
+    add("config-unknown-gate-region", None, "'logo' is not a region (known:", ["--set", "gate.max_lift={logo: 2}"])
     add("config-unknown-cf-region", None, "'txt' is not an enabled region",
         ["--set", "counterfactual.enabled=true", "--set", "counterfactual.regions=[txt]"])
     add("config-unknown-target-class", None, "or a class name (['alpha', 'beta', 'gamma'])",
