@@ -27,7 +27,8 @@ from auditors.config.schema import AuditConfig, GateConfig, TokensConfig
 
 __all__ = [
     "Record", "Summary", "GroupStats", "ClassStats", "Failure", "Gate", "Validation", "CamInfo", "RegionSource",
-    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "build_summary",
+    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Regression", "MetricChange", "ClassChange",
+    "Comparison", "History", "build_summary",
 ]
 
 #: How summary.json says where the intervals come from.
@@ -96,6 +97,16 @@ class Failure(Record):
     effect: float | None = None
 
 
+class Regression(Record):
+    """The regression rule's settings (``gate.baseline``); ``baseline_run`` None on an audit's first run."""
+
+    baseline: str | None = None
+    baseline_run: str | None = None
+    max_lift_increase: float | None = None
+    max_effect_increase: float | None = None
+    rule: str = ""
+
+
 class Gate(Record):
     """The gate's decision (analysis/gate.py); ``passed`` is None where no decision was recorded."""
 
@@ -108,6 +119,7 @@ class Gate(Record):
     status: str | None = None
     inconclusive_reasons: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+    regression: Regression | None = None
 
 
 class Validation(Record):
@@ -187,6 +199,46 @@ class TokenEntry(Record):
     flagged: bool = False
 
 
+class MetricChange(Record):
+    """One class statistic in this run against an earlier run, with the interval of the change."""
+
+    current: float | None = None
+    reference: float | None = None
+    delta: float | None = None
+    delta_ci: list[float | None] | None = None
+    method: str | None = None
+
+
+class ClassChange(Record):
+    """A class against an earlier run (auditors/history/compare.py); metrics missing in either run are left out."""
+
+    n: int | None = None
+    n_reference: int | None = None
+    text_lift: MetricChange | None = None
+    text_effect: MetricChange | None = None
+
+
+class Comparison(Record):
+    """This run against one earlier run of the same audit."""
+
+    run_id: str | None = None
+    created_at: str | None = None
+    passed: bool | None = None
+    pinned: bool = False
+    classes: dict[str, ClassChange] = Field(default_factory=dict)
+    methods: dict[str, str] = Field(default_factory=dict)
+    ci: float | None = None
+
+
+class History(Record):
+    """The change against the previous run and the ``gate.baseline`` run (None where there is none)."""
+
+    previous: Comparison | None = None
+    baseline: Comparison | None = None
+    n_earlier_runs: int = 0
+    problems: list[str] = Field(default_factory=list)
+
+
 class Timing(Record):
     total_s: float | None = None
     images_per_s: float | None = None
@@ -224,6 +276,7 @@ class Summary(Record):
     layers: dict[str, Any] | None = None
     targets: dict[str, Any] | None = None
     exports: dict[str, str | None] = Field(default_factory=dict)
+    history: History | None = None
 
     @property
     def passed(self) -> bool:
@@ -272,17 +325,19 @@ def build_summary(
     elapsed: float = 0.0,
     variants: dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    history: dict[str, Any] | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
 
     ``errors``: errors.csv rows (path, stage, reason); ``run_stats``: the chunk loop's counters
-    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result.
+    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result; ``history``:
+    :func:`auditors.history.compare_with_history`'s result (left out of summary.json when None).
     """
     run_stats = run_stats or {}
     cf_regions = cfg.counterfactual_regions()
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    return Summary.model_validate({
+    fields: dict[str, Any] = {
         "name": cfg.name,
         "run_id": run_id,
         "created_at": created,
@@ -311,5 +366,13 @@ def build_summary(
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
+                        "rejected": int(run_stats.get("rows_rejected", 0))},
+        "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size},
+        "executor": {"kind": cfg.run.executor, "dask_address": cfg.run.dask_address, "dask_workers": cfg.run.dask_workers,
+                     "workers": cfg.run.workers},
         **(variants or {}),  # layers, targets, exports
-    })
+    }
+    if history is not None:
+        fields["history"] = history
+    return Summary.model_validate(fields)

@@ -352,6 +352,19 @@ class GateConfig(_Strict):
     max_nonfinite_fraction: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of images with NaN/inf predictions or maps above which the gate cannot judge."
     )
+    # --- regression against an earlier run of the same audit (history; issue 13) ---
+    baseline: str | None = Field(
+        default=None,
+        pattern=r"^(previous|[A-Za-z0-9][A-Za-z0-9._-]*)$",
+        description="Regression rule: 'previous' (the last finished run of this audit) or a run id under "
+        "<output.dir>/<name>/; null = off (the report still shows the change against the previous run).",
+    )
+    max_lift_increase: float = Field(
+        default=0.5, ge=0.0, description="Fail a class whose text lift rose by more than this (difference interval's lower bound)."
+    )
+    max_effect_increase: float = Field(
+        default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
+    )
 
 
 class OutputConfig(_Strict):
@@ -364,10 +377,81 @@ class OutputConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of caching and retry).")
+    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of scheduling and retry).")
     retries: int = Field(default=1, ge=0, description="Prefect retries for a failed chunk.")
-    cache: bool = Field(default=True, description="Reuse finished chunks of an identical earlier audit.")
-    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
+    cache: bool = Field(
+        default=True,
+        description="Reuse per-image results stored by earlier audits (keyed by image content, model weights, "
+        "settings and versions); false recomputes every image and refreshes the store.",
+    )
+    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads, executor local).")
+    executor: Literal["local", "dask"] = Field(
+        default="local", description="Where chunks run: local threads, or Dask workers through prefect-dask."
+    )
+    dask_address: str | None = Field(
+        default=None, description="executor dask: scheduler address of an existing cluster, e.g. tcp://10.0.0.5:8786."
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="executor dask: start a LocalCluster of this many worker processes."
+    )
+
+    @model_validator(mode="after")
+    def _dask_keys(self) -> RunConfig:
+        if self.executor != "dask" and (self.dask_address or self.dask_workers):
+            raise ValueError("dask_address / dask_workers need executor: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError("set either dask_address (an existing cluster) or dask_workers (a local one), not both")
+        if self.dask_address is not None and not re.match(r"^[a-z]+://[^\s]+$", self.dask_address):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        return self
+
+
+# --- experiment trackers (issue 11) ---
+_TRACKER_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _require_extra(module: str) -> None:
+    """Fail at config time (exit 2) when a tracker's optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the optional extra: pip install 'camaudit[{_TRACKER_EXTRAS[module]}]' ({module} is not installed)")
+
+
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000.")
+    experiment: str = Field(default="camaudit", min_length=1, description="Experiment name (created when missing).")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: <name>-<run-id>.")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root of a newly created experiment (e.g. a folder); default: MLflow's."
+    )
+
+    @model_validator(mode="after")
+    def _installed(self) -> MlflowTrackingConfig:
+        _require_extra("mlflow")
+        return self
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = Field(min_length=1, description="W&B project.")
+    mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline", description="offline writes the run under dir/wandb/ (sync later with `wandb sync`)."
+    )
+    entity: str | None = None
+    dir: Path | None = Field(default=None, description="Where wandb/ is written; default: the audit's output folder.")
+    max_images: int = Field(default=12, ge=0, description="Gallery heatmap overlays logged as wandb.Image.")
+
+    @model_validator(mode="after")
+    def _installed(self) -> WandbTrackingConfig:
+        _require_extra("wandb")
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment trackers, called once after the run's outputs are written."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
 
 
 class AuditConfig(_Strict):
@@ -383,6 +467,7 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def counterfactual_regions(self) -> list[str]:
         """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
