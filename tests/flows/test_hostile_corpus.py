@@ -99,7 +99,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def _run_dir(tmp_path: Path, name: str = "hostile") -> Path:
-    runs = sorted((tmp_path / "out" / name).iterdir())
+    runs = sorted(p for p in (tmp_path / "out" / name).iterdir() if p.is_dir())  # index.html sits beside runs
     assert runs, "no run folder was written"
     return runs[-1]
 
