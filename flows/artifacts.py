@@ -42,8 +42,9 @@ def class_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _verdict(summary: dict[str, Any], report: Path) -> str:
-    passed = summary["gate"]["passed"]
-    lines = [f"# camaudit {summary['name']}: gate {'PASSED' if passed else 'FAILED'}", "",
+    gate = summary["gate"]
+    status = gate.get("status") or ("passed" if gate["passed"] else "failed")  # inconclusive: cannot judge
+    lines = [f"# camaudit {summary['name']}: gate {status.upper()}", "",
              f"run `{summary['run_id']}`: {summary['n_images']} images audited, {summary['n_failed']} failed.", ""]
     flagged = summary.get("flagged_classes") or []
     tokens = summary.get("flagged_tokens") or []

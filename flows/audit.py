@@ -41,6 +41,7 @@ from auditors.models.loading import get_model, select_device
 from flows.artifacts import publish_artifacts
 from flows.executors import chunk_runner, in_flight
 from auditors.audit.sanity_stage import sanity_check
+from auditors.audit.stale import ensure_dir, hold_run_lock, sweep_stale_parts
 from auditors.tokens.stage import TokenResult
 from auditors.audit.progress import Progress
 from auditors.report import write_report
@@ -56,6 +57,11 @@ class AuditResult:
     @property
     def passed(self) -> bool:
         return bool(self.summary["gate"]["passed"])
+
+    @property
+    def status(self) -> str:
+        """passed | failed | inconclusive (the gate could not judge: see summary gate.inconclusive_reasons)."""
+        return str(self.summary["gate"].get("status") or ("passed" if self.passed else "failed"))
 
     @property
     def report(self) -> Path:
@@ -150,6 +156,9 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     run_id = run_id or new_run_id()
     plan = prepare(cfg)
     cfg = plan.config
+    ensure_dir(cache_dir_for(cfg), "output.cache_dir")  # hardening: a file in the way is exit 2, not a traceback
+    sweep_stale_parts(Path(cfg.output.dir) / cfg.name)  # hardening: parts/ of killed runs
+    run_lock = hold_run_lock(Path(cfg.output.dir) / cfg.name / run_id)
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
     cache_dir = cache_dir_for(cfg)
     cache_path = str(cache_dir / "text_regions.sqlite")  # text and GrabCut regions; opened only when needed
@@ -199,6 +208,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     out = summary.to_dict()
     if cfg.tracking.mlflow or cfg.tracking.wandb:
         out["tracking"] = track_task(cfg, folder.dir, out, gallery)
+    run_lock.release()
     return out
 
 

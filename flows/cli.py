@@ -2,7 +2,9 @@
 
 Exit status: 0 = audit done and gate passed; 1 = audit done but the bias gate failed;
 2 = bad config or input stopped the run (the message names the key or file);
-3 = camaudit itself crashed (a bug: please report the traceback).
+3 = camaudit itself crashed (a bug: please report the traceback);
+4 = audit done but the gate could not judge (nothing usable audited, broken maps or predictions);
+128 + N = stopped by signal N (143 SIGTERM, 130 SIGINT).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
+EXIT_INCONCLUSIVE = 4  # the audit ran, but the gate could not judge (gate.status: inconclusive)
 
 
 def _quiet_defaults() -> None:
@@ -42,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
               camaudit validate configs/example.yaml          # check config, dataset and model; no CAMs
               camaudit run configs/example.yaml --set cam.batch_size=64 --out /tmp/audits
 
-            exit status: 0 gate passed, 1 gate failed (audit complete), 2 bad config or input
+            exit status: 0 gate passed, 1 gate failed (audit complete), 2 bad config or input,
+                         3 internal error (a bug), 4 gate could not judge (inconclusive),
+                         143/130 stopped by SIGTERM/SIGINT
             """
         ),
     )
@@ -67,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value (YAML syntax); repeatable")
     run.add_argument("--out", type=Path, default=None, help="output folder (overrides output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--debug", action="store_true", help="full tracebacks for errors that stop the run")
     _executor_flags(run)
 
     demo = sub.add_parser(
@@ -92,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     example.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
     example.add_argument("--variants", type=int, default=4, choices=[1, 2, 3, 4], help="crops/flips per photo (default 4)")
     example.add_argument("--quiet", action="store_true", help="no progress lines")
+    example.add_argument("--debug", action="store_true", help="full tracebacks for errors that stop the run")
 
     val = sub.add_parser(
         "validate",
@@ -102,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     val.add_argument("config", type=Path)
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    val.add_argument("--debug", action="store_true", help="full tracebacks for errors")
 
     srv = sub.add_parser(
         "serve",
@@ -125,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", help="run every N seconds, or 90s / 15m / 6h / 1d")
     srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a value in every config; repeatable")
+    srv.add_argument("--debug", action="store_true", help="full tracebacks for errors")
     _executor_flags(srv)
     return p
 
@@ -154,8 +163,13 @@ def _executor_overrides(args) -> list[str]:
 
 def _print_result(result) -> None:
     s = result.summary
-    verdict = "PASSED" if result.passed else "FAILED"
+    status = s["gate"].get("status") or ("passed" if result.passed else "failed")
+    verdict = {"passed": "PASSED", "inconclusive": "INCONCLUSIVE (the audit could not judge)"}.get(status, "FAILED")
     print(f"{s['name']}: {s['n_images']} images audited, {s['n_failed']} failed; gate {verdict}")
+    for reason in s["gate"].get("inconclusive_reasons") or []:
+        print(f"  cannot judge: {reason}")
+    for warning in s["gate"].get("warnings") or []:
+        print(f"  warning: {warning}")
     for f in s["gate"]["failures"]:
         if f["rule"] == "token":
             effect = "" if f.get("effect") is None else f", effect {f['effect']:.2f}"
@@ -179,6 +193,13 @@ def _cmd_run(args) -> int:
 
     result = run_audit(cfg, progress=not args.quiet)
     _print_result(result)
+    return _exit_status(result)
+
+
+def _exit_status(result) -> int:
+    """0 passed, 1 failed, 4 the gate could not judge (inconclusive)."""
+    if getattr(result, "status", None) == "inconclusive":
+        return EXIT_INCONCLUSIVE
     return EXIT_OK if result.passed else EXIT_GATE_FAILED
 
 
@@ -216,18 +237,27 @@ def _cmd_example(args) -> int:
     for line in describe(findings):
         print(f"  {line}")
     print(f"watermark findings: {result.run_dir / 'watermark.json'}")
-    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+    return _exit_status(result)
 
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     args = _parser().parse_args(argv)
     from auditors.errors import CamAuditError
+    from flows.shutdown import install_signal_handlers, quiet_expected_errors, received_signal, shutdown
 
+    debug = bool(getattr(args, "debug", False))
+    undo = [install_signal_handlers()]
     try:
+        if not debug:
+            undo.append(quiet_expected_errors())  # one clear line for a ConfigError, not Prefect's traceback
         return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "example": _cmd_example,
                 "serve": _cmd_serve}[args.command](args)
     except CamAuditError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"camaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:
@@ -237,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"camaudit: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_CRASH
     except KeyboardInterrupt:
-        print("camaudit: interrupted", file=sys.stderr)
-        return 130
+        return shutdown(received_signal())  # stops the temporary server; exits 128 + signal number
+    finally:
+        for u in reversed(undo):
+            u()
 
 
 if __name__ == "__main__":

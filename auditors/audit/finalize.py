@@ -15,13 +15,13 @@ from typing import Any
 import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
-from auditors.analysis.gate import decide
+from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
 from auditors.analysis.depth import variant_summary
 from auditors.audit.exports import merge_exports
 from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
-from auditors.audit.summary import Summary, build_summary
+from auditors.audit.summary import CamInfo, Gate, Summary, build_summary
 from auditors.config.schema import AuditConfig
 from auditors.history import compare_with_history
 from auditors.regions.build import region_names, region_sources
@@ -135,5 +135,23 @@ def finalize_run(
         variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
         compare_history=True,
     )
+    judge_run(summary, images, plan, cfg)
     write_json(folder.summary, summary.to_dict())
     return Finalized(summary, images, errors, validation)
+
+
+# --- hardening (issue 12): "the audit could not judge" ------------------------------------------
+def judge_run(summary: Summary, images: pd.DataFrame, plan: Plan, cfg: AuditConfig) -> Summary:
+    """Set gate.status (passed | failed | inconclusive), its reasons, the plan's warnings and the map size.
+
+    Additive keys only; ``gate.passed`` becomes False when the gate could not judge.
+    """
+    gate = summary.gate.to_dict() if summary.gate is not None else {"passed": None, "failures": []}
+    per_class = {name: {"n": stats.n} for name, stats in summary.classes.items()}
+    reasons = inconclusive_reasons(images, len(plan.index.entries), per_class, cfg.gate)
+    decided = {**gate_status({**gate, "passed": bool(gate.get("passed"))}, reasons), "warnings": list(plan.warnings)}
+    summary.gate = Gate.model_validate(decided)
+    if summary.cam is not None:
+        summary.cam = CamInfo.model_validate({**summary.cam.to_dict(), "map_size": list(plan.map_size) if plan.map_size else None})
+    return summary
+# --- end hardening ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ accepts, a run accepts too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -29,6 +29,10 @@ class Plan:
     target_layer: str
     device: str
     model_fingerprint: str
+    #: (h, w) of the target layer's map; None when it is not an NCHW map (ViT tokens).
+    map_size: tuple[int, int] | None = None
+    #: Things that weaken the audit without stopping it (maps too coarse, ...).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _check_target(cfg: AuditConfig, index: DatasetIndex, classes: list[str]) -> None:
@@ -89,7 +93,60 @@ def make_plan(cfg: AuditConfig) -> Plan:
             get_module(model, name)
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("model.target_layer", "cam.layers")) from None
-    return Plan(cfg, index, classes, target_layer, str(device), model_fingerprint(cfg.model))
+    map_size = target_map_size(model, target_layer, (h, w), device)  # hardening: fc / 1x1 refused here
+    return Plan(cfg, index, classes, target_layer, str(device), model_fingerprint(cfg.model),
+                map_size=map_size, warnings=coarse_map_warnings(map_size, (h, w)))
+
+
+# --- hardening (issue 12): a target layer without a spatial map cannot localise anything ----
+
+#: Maps with fewer cells per side than this cannot separate a title from a border or a logo.
+MIN_MAP_SIDE = 4
+
+
+def target_map_size(model: torch.nn.Module, layer: str, input_hw: tuple[int, int], device) -> tuple[int, int] | None:
+    """(h, w) of ``layer``'s output map; ConfigError when it has no spatial extent.
+
+    ``fc`` returns (N, C): every Grad-CAM row would fail. ``avgpool`` returns (N, C, 1, 1):
+    every map is one number, every lift exactly 1.0, and the gate would pass a model it
+    cannot see into. Both are refused here, so ``validate`` and ``run`` stop with exit 2.
+    Token outputs (N, T, C) of transformers are left to their reshape transform (None).
+    """
+    shapes: list[tuple[int, ...]] = []
+    handle = get_module(model, layer).register_forward_hook(
+        lambda _m, _i, out: shapes.append(tuple(out.shape)) if isinstance(out, torch.Tensor) else None
+    )
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_hw, device=device))
+    finally:
+        handle.remove()
+    if not shapes:
+        raise ConfigError(f"model.target_layer {layer!r}: the layer is not used in the forward pass (or returns no tensor)")
+    shape = shapes[-1]
+    hint = "choose a convolutional layer whose output is an N x C x H x W map, or set model.target_layer: null to auto-detect"
+    if len(shape) == 2:
+        raise ConfigError(f"model.target_layer {layer!r}: output {shape} has no spatial map (a classifier/linear layer); {hint}")
+    if len(shape) == 4:
+        if shape[-2] * shape[-1] <= 1:
+            raise ConfigError(
+                f"model.target_layer {layer!r}: output {shape} is a 1x1 map (pooled), so every heatmap is one number "
+                f"and every lift would be 1.0; {hint}"
+            )
+        return int(shape[-2]), int(shape[-1])
+    return None
+
+
+def coarse_map_warnings(map_size: tuple[int, int] | None, input_hw: tuple[int, int]) -> list[str]:
+    """Warn when one map cell covers a large part of the image (regions cannot be told apart)."""
+    if map_size is None or min(map_size) >= MIN_MAP_SIDE:
+        return []
+    cell = (input_hw[0] / map_size[0], input_hw[1] / map_size[1])
+    return [
+        f"target-layer map is only {map_size[0]}x{map_size[1]} (one cell = {cell[0]:.0f}x{cell[1]:.0f} input pixels): "
+        "too coarse to localise text, border or custom regions; pick an earlier layer for meaningful masses"
+    ]
+# --- end hardening ---------------------------------------------------------------------------
 
 
 def describe_plan(cfg: AuditConfig, plan: Plan) -> list[str]:
@@ -102,6 +159,9 @@ def describe_plan(cfg: AuditConfig, plan: Plan) -> list[str]:
         f"classes ({len(plan.classes)}): {', '.join(plan.classes[:10])}{' ...' if len(plan.classes) > 10 else ''}",
         f"model: loaded on {plan.device}, target layer {plan.target_layer!r}, weights {plan.model_fingerprint[:12]}",
     ]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    if not idx.entries:
+        lines.append("warning: no image to audit: a run would end with gate status inconclusive (exit 4)")
     for err in idx.errors[:20]:
         lines.append(f"  skipped {err['path']}: {err['reason']}")
     if len(idx.errors) > 20:

@@ -123,6 +123,10 @@ class Gate(Record):
     fdr: float | None = None  # Benjamini-Hochberg level across the class x region x rule grid
     n_tests: int | None = None  # cells tested
     token_rule: str | None = None
+    #: hardening (issue 12): passed | failed | inconclusive; why it could not judge; what weakened it.
+    status: str | None = None
+    inconclusive_reasons: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
     regression: Regression | None = None
 
 

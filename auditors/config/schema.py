@@ -57,6 +57,28 @@ class ModelConfig(_Strict):
     def _positive_size(cls, v: tuple[int, int]) -> tuple[int, int]:
         if min(v) < 8:
             raise ValueError("input_size must be at least 8x8")
+        if max(v) > 8192:  # hardening: a 1e8 x 1e8 input would exhaust memory in the first forward pass
+            raise ValueError("input_size must be at most 8192x8192")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("model.classes is empty (omit it to use the dataset's folder names)")
+            dup = sorted({c for c in v if v.count(c) > 1})
+            if dup:
+                raise ValueError(f"model.classes lists {dup} more than once (index -> name must be one-to-one)")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        import math
+
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"must be finite numbers, got {list(v)}")
         return v
 
     @field_validator("std")
@@ -345,6 +367,17 @@ class GateConfig(_Strict):
         default=0.025, gt=0.0, le=0.5,
         description="Benjamini-Hochberg level across the class x region x rule grid (0.025: one cell = the 95% interval rule).",
     )
+    # hardening (issue 12): when the gate cannot judge, its status is "inconclusive" (exit 4)
+    min_audited_images: int = Field(default=1, ge=1, description="Fewer audited images: the gate cannot judge.")
+    min_audited_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of listed images that must be audited, else the gate cannot judge."
+    )
+    max_degenerate_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of all-zero/non-finite heatmaps above which the gate cannot judge."
+    )
+    max_nonfinite_fraction: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of images with NaN/inf predictions or maps above which the gate cannot judge."
+    )
     # --- regression against an earlier run of the same audit (history; issue 13) ---
     baseline: str | None = Field(
         default=None,
@@ -466,6 +499,29 @@ class AuditConfig(_Strict):
         """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
         return self.counterfactual.intervened(self.regions.enabled_names())
 
+    # --- hardening (issue 12): every name a key refers to must exist --------------------------
+    @model_validator(mode="after")
+    def _names_exist(self) -> AuditConfig:
+        """A rule or list naming a region that does not exist would be silently ignored: refuse it.
+
+        Gate rules may name a known region that is switched off in this run (one config, several
+        runs), like ``max_text_lift`` with text off; a name that is no region at all is a typo.
+        """
+        enabled = self.regions.enabled_names()
+        known = [*REGION_BUILTINS, *self.regions.custom]
+        for key, limits in (("max_lift", self.gate.max_lift), ("max_effect", self.gate.max_effect)):
+            for name in limits:
+                if name == "text":
+                    raise ValueError(f"gate.{key}.text: use gate.max_text_{key[4:]} for the text region")
+                if name not in known:
+                    raise ValueError(f"gate.{key}.{name}: {name!r} is not a region (known: {known}; enabled: {enabled})")
+        if self.counterfactual.enabled:
+            for name in self.counterfactual.regions or []:
+                if name not in enabled:
+                    raise ValueError(f"counterfactual.regions: {name!r} is not an enabled region (enabled: {enabled})")
+        return self
+    # --- end hardening ------------------------------------------------------------------------
+
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""
         data = self.model_dump()
@@ -473,7 +529,10 @@ class AuditConfig(_Strict):
         def fix(p: Any) -> Any:
             if p is None:
                 return None
-            p = Path(p).expanduser()
+            try:
+                p = Path(p).expanduser()
+            except RuntimeError:  # "~nosuchuser/...": kept literally, then reported as not found
+                p = Path(p)
             return p if p.is_absolute() else (base / p)
 
         data["dataset"]["root"] = fix(data["dataset"]["root"])

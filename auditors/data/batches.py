@@ -18,6 +18,7 @@ from auditors.data.decoding import content_hash, load_rgb
 from auditors.data.discovery import Entry
 from auditors.data.geometry import Placement, ResizeMode, placement_for, warp_image
 from auditors.errors import InputError
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 
 __all__ = ["Preprocess", "LoadedImage", "load_batch", "to_input"]
 
@@ -81,10 +82,10 @@ def load_batch(entries: list[Entry], root: Path, prep: Preprocess, errors: list[
     for e in entries:
         path = root / e.path
         try:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise InputError(e.path, f"cannot read file ({exc.strerror or exc})") from None
+            try:  # regular files only, never blocks: a FIFO in a manifest must not hang the run
+                data = read_regular_file(path, MAX_IMAGE_BYTES, name=e.path)
+            except UnsafeFile as exc:
+                raise InputError(e.path, exc.reason) from None
             img = load_rgb(e.path, data)
         except InputError as err:
             errors.append({"path": e.path, "stage": "load", "reason": err.reason})

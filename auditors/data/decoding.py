@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.errors import InputError
 
 __all__ = ["load_rgb", "content_hash", "MAX_PIXELS"]
@@ -54,12 +55,10 @@ def load_rgb(path: Path | str, data: bytes | None = None) -> np.ndarray:
     """
     path = Path(path)
     if data is None:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(str(path), "file not found") from None
-        except OSError as exc:
-            raise InputError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+        try:  # regular files only, never blocks (a FIFO would hang read_bytes forever)
+            data = read_regular_file(path, MAX_IMAGE_BYTES)
+        except UnsafeFile as exc:
+            raise InputError(str(path), exc.reason) from None
     if len(data) == 0:
         raise InputError(str(path), "zero-byte file")
     import io

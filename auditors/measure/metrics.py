@@ -47,7 +47,9 @@ def region_metrics(maps: Tensor, masks: Tensor, tolerance: int = 0) -> dict[str,
     valid = torch.isfinite(total) & (total > 0)
     inside = torch.einsum("bhw,brhw->br", s, m)
     nan = torch.full_like(inside, float("nan"))
-    mass = torch.where(valid[:, None], inside / total.clamp_min(1e-30)[:, None], nan)
+    # Divide by the true total on valid rows (a clamp would be wrong for tiny but positive maps).
+    denom = torch.where(valid, total, torch.ones_like(total))
+    mass = torch.where(valid[:, None], inside / denom[:, None], nan)
     area = m.mean(dim=(2, 3))
     lift = torch.where(area > 0, mass / area.clamp_min(1e-30), nan)
     if tolerance > 0:

@@ -67,13 +67,29 @@ def _build_from_arch(arch: str, num_classes: int | None) -> nn.Module:
     return torchvision.models.get_model(arch, **kwargs)
 
 
+def _not_a_file(key: str, path: Path) -> ConfigError:
+    """'not found' or, for a FIFO/device/directory, what it is instead (torch.load would block on a FIFO)."""
+    if path.exists():
+        from auditors.safe_io import file_kind
+
+        return ConfigError(f"{key} {path}: not a regular file ({file_kind(path.stat().st_mode)})")
+    return ConfigError(f"{key}: file not found: {path}")
+
+
+def _one_line(exc: Exception) -> str:
+    """torch's weights-only refusal spans a dozen lines; keep the one that says what was refused."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    pick = next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler error" in ln), lines[0] if lines else "")
+    return (pick[:300] + "...") if len(pick) > 300 else pick or type(exc).__name__
+
+
 def _load_state_dict(model: nn.Module, path: Path) -> None:
     if not path.is_file():
-        raise ConfigError(f"model.checkpoint: file not found: {path}")
+        raise _not_a_file("model.checkpoint", path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals
-        raise ConfigError(f"model.checkpoint {path}: cannot load as a weights-only state_dict ({exc})") from None
+        raise ConfigError(f"model.checkpoint {path}: cannot load as a weights-only state_dict ({_one_line(exc)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -91,7 +107,7 @@ def load_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
     if cfg.torchscript is not None:
         path = Path(cfg.torchscript)
         if not path.is_file():
-            raise ConfigError(f"model.torchscript: file not found: {path}")
+            raise _not_a_file("model.torchscript", path)
         try:
             model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:

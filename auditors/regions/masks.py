@@ -22,6 +22,7 @@ from PIL import Image
 from auditors.config.schema import _MaskSource
 from auditors.errors import ConfigError
 from auditors.data.geometry import clip_polygon, xywh_to_polygon
+from auditors.safe_io import MAX_IMAGE_BYTES, UnsafeFile, read_regular_file
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.manifest import ManifestRows, is_missing
 
@@ -42,10 +43,10 @@ def read_mask(path: Path) -> np.ndarray:
     Grey and palette masks use the value/index; colour masks any channel; an alpha channel
     that varies takes precedence (cut-outs saved as transparent PNGs).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RegionFailure(f"cannot read mask {path} ({exc.strerror or exc})") from None
+    try:  # regular files only, never blocks (a FIFO mask would hang the chunk)
+        data = read_regular_file(path, MAX_IMAGE_BYTES)
+    except UnsafeFile as exc:
+        raise RegionFailure(f"cannot read mask {path} ({exc.reason})") from None
     if not data:
         raise RegionFailure(f"mask {path} is an empty file")
     try:

@@ -26,7 +26,7 @@ __all__ = ["Verdict", "build_verdict"]
 class Verdict:
     """What the banner says: a status word, a headline and one sentence per finding."""
 
-    status: str  # pass | flagged | fail | nodata
+    status: str  # pass | flagged | fail | nodata | inconclusive
     title: str
     headline: str
     findings: list[dict[str, str]] = field(default_factory=list)
@@ -35,6 +35,8 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
     #: The gate's decision rule in words, when the summary records one.
     rule: str = ""
+    #: Why the audit could not judge (gate.status "inconclusive"), one sentence each.
+    reasons: list[str] = field(default_factory=list)
 
 
 def _lift_sentence(who: str, region: str, value: Any, lower: Any, threshold: Any, stats: Record, level: str) -> str:
@@ -186,7 +188,13 @@ def build_verdict(summary: Summary, validation: dict | None = None) -> Verdict:
     has_validation_finding = any(f["rule"] == "validation" for f in findings)
     notes = [] if has_validation_finding else [n for n in [_validation_note(summary, validation or {})] if n]
     flagged = len(findings)
-    if n_images is not None and n_images == 0:
+    reasons = [str(r) for r in gate.get("inconclusive_reasons") or [] if isinstance(r, str)]
+    notes += [f"Warning: {w}" for w in gate.get("warnings") or [] if isinstance(w, str)]
+    if gate.get("status") == "inconclusive":  # hardening: never PASS what could not be judged
+        verdict = Verdict("inconclusive", "CANNOT JUDGE",
+                          "The audit could not judge this model: do not read the numbers below as a pass.")
+        verdict.reasons = reasons
+    elif n_images is not None and n_images == 0:
         verdict = Verdict("nodata", "NO DATA", "No images were audited, so the gate decided nothing.")
     elif passed is False:
         verdict = Verdict("fail", "FAIL", plural(flagged, "finding") + " blocked the release gate.")

@@ -20,6 +20,8 @@ CONTRACT = ["name", "run_id", "created_at", "camaudit_version", "config", "n_ima
             "n_degenerate", "group_by", "regions", "region_sources", "cam", "classes", "overall", "flagged_classes",
             "gate", "validation", "counterfactual", "stats", "sanity", "tokens", "flagged_tokens", "timing",
             "text_detection"]
+#: Added by issue 13 (scale): per-image reuse, OOM batch splits, the executor that ran the chunks.
+SCALE = ["incremental", "oom", "executor"]
 
 
 def table(spec: dict[str, tuple]) -> pd.DataFrame:
@@ -32,7 +34,7 @@ def test_summarise_builds_the_contract_from_a_real_table():
     s = summarise(cfg, images, make_errors(3), CLASSES, "label", validation_result(), run_id="r1",
                   target_layer="layer4", device="cpu", run_stats={"n_degenerate": 2, "text_detected": 40})
     d = s.to_dict()
-    assert list(d) == [*CONTRACT, "incremental", "oom", "executor"]  # issue 13: additive run facts
+    assert list(d) == [*CONTRACT, *SCALE]
     assert (d["n_images"], d["n_failed"], d["n_degenerate"], d["text_detection"]) == (42, 3, 2, {"text_detected": 40})
     assert d["flagged_classes"] == ["horror"] and d["gate"]["passed"] is False
     assert [f["class"] for f in d["gate"]["failures"]] == ["horror"]
@@ -62,7 +64,7 @@ def test_finalize_run_without_prefect_writes_the_files_and_fails_on_invalid_tabl
     written = json.loads(folder.summary.read_text())
     # a whole run also says which CAM variants ran and which export files it wrote (issue 11), and is
     # compared with the audit's earlier runs (issue 13; none yet: the first run)
-    assert written == done.summary.to_dict() and list(written) == [*CONTRACT, "incremental", "oom", "executor", "layers", "targets", "exports", "history"]
+    assert written == done.summary.to_dict() and list(written) == [*CONTRACT, *SCALE, "layers", "targets", "exports", "history"]
     assert (written["layers"], written["targets"]) == (None, None) and written["exports"]["regions"] == "regions.parquet"
     assert written["history"]["previous"] is None and written["history"]["n_earlier_runs"] == 0
     assert json.loads(folder.validation.read_text())["success"] is False
