@@ -120,6 +120,7 @@ def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> Tok
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
     stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
+    misses: list[GalleryItem] | None = None,
 ) -> Summary:
     """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
     done = finalize_run(cfg, plan, folder, run_id, stats, sanity, tokens, by, started)
@@ -127,6 +128,7 @@ def finalize(
         folder.dir, done.summary, done.images, gallery, done.validation, done.errors,
         token_examples=tokens.examples if tokens is not None else None,
         token_crops=tokens.crops if tokens is not None else None,
+        pointing_misses=misses,
     )
     return done.summary
 
@@ -162,12 +164,13 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     )
     errors: list[dict] = list(plan.index.errors)
     gallery: list[GalleryItem] = []
+    misses: list[GalleryItem] = []  # pointing game (regions.expected)
     stats: dict[str, int] = {}
     meter = Progress(len(plan.index.entries), enabled=progress)
     window: deque = deque()
 
     def collect(index: int, entries: list[Entry], future) -> None:
-        nonlocal gallery
+        nonlocal gallery, misses
         try:
             result: ChunkResult = future.result()
         except Exception as exc:  # retries exhausted: record the chunk's images, keep the rest of the run
@@ -180,6 +183,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
             folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)
         gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
+        misses = top_k(misses + getattr(result, "misses", []), cfg.regions.expected.gallery_size)
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v
         meter.advance(len(result.rows) + result.stats["n_failed"])
@@ -195,7 +199,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     merge_tables(cfg, folder, errors)
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
-    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
+    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses)
     _publish_artifact(summary, folder.report)
     return summary.to_dict()
 

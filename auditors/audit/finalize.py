@@ -16,6 +16,7 @@ import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
 from auditors.analysis.gate import decide
+from auditors.analysis.pointing import pointing_stats
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
 from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
@@ -99,7 +100,7 @@ def summarise(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed,
+        run_stats=run_stats, elapsed=elapsed, pointing=pointing_stats(images, cfg, classes, group_by),
     )
 
 

@@ -27,7 +27,7 @@ from auditors.config.schema import AuditConfig, GateConfig, TokensConfig
 
 __all__ = [
     "Record", "Summary", "GroupStats", "ClassStats", "Failure", "Gate", "Validation", "CamInfo", "RegionSource",
-    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "build_summary",
+    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Pointing", "PointingGroup", "build_summary",
 ]
 
 #: How summary.json says where the intervals come from.
@@ -176,6 +176,30 @@ class TokenEntry(Record):
     flagged: bool = False
 
 
+class PointingGroup(Record):
+    """Pointing game of a group of images (analysis/pointing.py): hits on the annotated region."""
+
+    n: int = 0
+    hits: int = 0
+    hit_rate: float | None = None
+    hit_rate_ci: list[float] | None = None
+    chance: float | None = None
+    mass: float | None = None
+    lift: float | None = None
+    lift_ci: list[float] | None = None
+
+
+class Pointing(Record):
+    """summary.json ``pointing`` (only with regions.expected): per class and overall."""
+
+    tolerance_px: int = 0
+    source: str | None = None
+    n_judged: int = 0
+    n_unannotated: int = 0
+    classes: dict[str, PointingGroup] = Field(default_factory=dict)
+    overall: PointingGroup | None = None
+
+
 class Timing(Record):
     total_s: float | None = None
     images_per_s: float | None = None
@@ -209,6 +233,7 @@ class Summary(Record):
     flagged_tokens: list[str] = Field(default_factory=list)
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
+    pointing: Pointing | None = None
 
     @property
     def passed(self) -> bool:
@@ -245,6 +270,7 @@ def build_summary(
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
     created_at: datetime | None = None,
+    pointing: dict[str, Any] | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
 
@@ -255,6 +281,7 @@ def build_summary(
     cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    extra = {"pointing": pointing} if pointing is not None else {}  # only runs with regions.expected
     return Summary.model_validate({
         "name": cfg.name,
         "run_id": run_id,
@@ -282,4 +309,5 @@ def build_summary(
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        **extra,
     })
