@@ -48,6 +48,8 @@ def images_expectations(classes: list[str], regions: list[str]) -> list:
             gxe.ExpectColumnValuesToBeBetween(column=f"{r}_lift", min_value=0.0),
             gxe.ExpectColumnValuesToBeInSet(column=f"{r}_hit", value_set=[0.0, 1.0]),
         ]
+    if "expected" in regions:  # the pointing game's chance rate (a share of the image)
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column="expected_hit_area", min_value=0.0, max_value=1.0))
     return exps
 
 

@@ -160,6 +160,8 @@ def test_a_model_that_looks_at_the_object_points_at_it_well_above_chance(world, 
         sub = images[images["label"] == cls]
         assert g["hit_rate"] == pytest.approx(sub["expected_hit"].mean())
         assert g["chance"] == pytest.approx(sub["expected_hit_area"].mean())
+    assert summary["validation"]["success"] is True
+    print("pointing (object model):", {c: (g["hit_rate"], g["hit_rate_ci"], g["chance"], g["lift"]) for c, g in p["classes"].items()})
     assert "expected" in summary["regions"] and summary["region_sources"]["expected"]["reference"] is True
     assert summary["gate"]["passed"] is True, "attention on the annotated object is never a shortcut"
 
@@ -179,6 +181,9 @@ def test_a_model_that_looks_at_the_object_points_at_it_well_above_chance(world, 
         if cards:
             assert all(i.get_property("naturalWidth") > 0 for i in driver.find_elements("css selector", ".pointing-misses img"))
         assert console_errors(driver) == []
+        shot = tmp_path / "pointing-section.png"
+        shot.write_bytes(section.screenshot_as_png)
+        print("screenshot of the pointing section:", shot)
 
 
 def test_a_shortcut_model_misses_the_object_and_its_biggest_misses_are_shown(world, tmp_path):
@@ -191,6 +196,7 @@ def test_a_shortcut_model_misses_the_object_and_its_biggest_misses_are_shown(wor
         g = p["classes"][cls]
         assert g["n"] == 12 and g["hit_rate"] <= 0.25, f"{cls}: {g}"
         assert g["hit_rate_ci"][0] <= g["chance"] + 0.05  # never claimed to beat chance
+    print("pointing (shortcut model):", {c: (g["hit_rate"], g["hit_rate_ci"], g["chance"], g["lift"]) for c, g in p["classes"].items()})
     html = (run / "report.html").read_text()
     assert 'id="pointing"' in html and html.count('<figure class="card">') >= 4
     # the same audit from PNG masks gives the same per-image numbers
