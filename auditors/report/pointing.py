@@ -51,6 +51,7 @@ def _miss_card(rank: int, item: GalleryItem) -> dict[str, Any]:
         overlay = heatmap_overlay(small, resize(cam_like(item.cam, rgb.shape[:2]), scale))
         panels = [
             {"caption": "Annotated region", "src": png_data_uri(outline_polygons(small, outline, scale))},
+            {"caption": "Grad-CAM", "src": png_data_uri(overlay)},
             {"caption": "Grad-CAM, annotation outlined", "src": png_data_uri(outline_polygons(overlay, outline, scale))},
         ]
     m = as_dict(item.metrics)

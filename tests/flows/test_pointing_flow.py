@@ -198,7 +198,9 @@ def test_a_shortcut_model_misses_the_object_and_its_biggest_misses_are_shown(wor
         assert g["hit_rate_ci"][0] <= g["chance"] + 0.05  # never claimed to beat chance
     print("pointing (shortcut model):", {c: (g["hit_rate"], g["hit_rate_ci"], g["chance"], g["lift"]) for c, g in p["classes"].items()})
     html = (run / "report.html").read_text()
-    assert 'id="pointing"' in html and html.count('<figure class="card">') >= 4
+    misses = html.split('class="gallery pointing-misses"', 1)[1].split("</section>", 1)[0]
+    assert misses.count('<figure class="card">') == 4  # gallery_size: the biggest misses, annotation outlined
+    assert misses.count('alt="Grad-CAM, annotation outlined of ') == 4
     # the same audit from PNG masks gives the same per-image numbers
     masks = _config(w, {"source": "masks", "masks_dir": str(w["base"] / "masks")}, "shortcut-masks")
     a = pd.read_parquet(run / "images.parquet").sort_values("path").reset_index(drop=True)

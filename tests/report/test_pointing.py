@@ -64,7 +64,7 @@ def test_sentences_rows_and_versus_chance():
     assert words["horror"] == "above chance" and words["comedy"] in ("below chance", "not distinguishable from chance")
     assert words["drama"] == "not distinguishable from chance"  # 90% hits but 80% of the image counts as a hit
     assert section["tolerance"] == 3 and len(section["misses"]) == 3
-    assert [m["caption"] for m in section["misses"][0]["panels"]] == ["Annotated region", "Grad-CAM, annotation outlined"]
+    assert [m["caption"] for m in section["misses"][0]["panels"]] == ["Annotated region", "Grad-CAM", "Grad-CAM, annotation outlined"]
     assert build_pointing(summary.model_copy(update={"pointing": None})) is None
 
 
@@ -87,7 +87,7 @@ def test_pointing_section_in_chromium(driver, tmp_path):
     assert driver.find_element("css selector", "nav.toc a[href='#pointing']").text == "Pointing game"
     assert len(driver.find_elements("css selector", "#pointing-table tbody tr")) == 3
     imgs = driver.find_elements("css selector", ".pointing-misses img")
-    assert len(imgs) == 6 and all(i.get_property("naturalWidth") > 0 for i in imgs)
+    assert len(imgs) == 9 and all(i.get_property("naturalWidth") > 0 for i in imgs)
     driver.find_element("css selector", "#pointing-table th[data-col='2']").click()  # sorting works on the new table
     first = driver.find_element("css selector", "#pointing-table tbody tr th").text
     assert first in ("comedy", "drama")
