@@ -15,7 +15,9 @@ import pandas as pd
 import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.exports import region_rows
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
+from auditors.audit.variants import layer_values, run_cams, saved_maps, target_columns, target_rows
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
@@ -38,11 +40,14 @@ class ChunkResult:
     #: the biggest pointing-game misses (regions.expected), for the report's pointing section
     misses: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    targets: pd.DataFrame | None = None  # cam.target: topk, one row per image and rank
+    regions: list[dict] = field(default_factory=list)  # regions.parquet rows
+    cams: dict[str, np.ndarray] = field(default_factory=dict)  # output.save_cams
 
 
 def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
-    """Class indices for ``cam.target``: None (predicted), true labels, or one named class."""
-    if target == "predicted":
+    """Class indices for ``cam.target``: None (predicted / top-k), true labels, or one named class."""
+    if target in ("predicted", "topk"):
         return None
     index = {c: i for i, c in enumerate(classes)}
     if target == "label":
@@ -80,6 +85,9 @@ def audit_chunk(
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
     misses: list[GalleryItem] = []
     k_miss = cfg.regions.expected.gallery_size if "expected" in regions else 0
+    target_records: list[dict] = []
+    region_records: list[dict] = []
+    cams: dict[str, np.ndarray] = {}
 
     for batch in chunked(entries, cfg.cam.batch_size):
         loaded = load_batch(batch, root, prep, errors)
@@ -96,9 +104,11 @@ def audit_chunk(
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            cam = engine.compute(to_input([item.model_view for item in loaded], prep, device), targets)
+            run = run_cams(engine, cfg, to_input([item.model_view for item in loaded], prep, device), targets)
+            cam = run.primary
             maps = upsample_maps(cam.maps, size)
-            met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
+            masks_t = torch.from_numpy(masks).to(device)
+            met = region_metrics(maps, masks_t, cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
             for name in met:  # a region that could not be built has no metrics, not zero ones
                 met[name][failed] = np.nan
@@ -113,6 +123,14 @@ def audit_chunk(
                 cf_cols, cf_views = region_counterfactuals(
                     engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
                 )
+            tol = cfg.cam.pointing_tolerance
+            by_layer = layer_values(cam.layer_maps, masks_t, regions, size, tol, failed)
+            if run.maps is not None:
+                base = [{"path": it.entry.path, "label": it.entry.label, "pred": class_name(classes, int(pred[i])),
+                         "confidence": float(conf[i])} for i, it in enumerate(loaded)]
+                target_records += target_rows(run, base, masks_t, regions, size, tol, failed, classes)
+            if cfg.output.save_cams:
+                cams.update(saved_maps(run, [it.entry.path for it in loaded]))
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
@@ -137,6 +155,10 @@ def audit_chunk(
             if "expected" in regions:
                 row["expected_hit_area"] = float(met["hit_area"][i, regions.index("expected")])
             row.update(cf_cols[i])
+            row.update(by_layer[i])
+            if run.maps is not None:
+                row["target_rank"] = 0
+            region_records += region_rows(row["path"], per_image[i], row["height"], row["width"])
             if with_instances and "text" in per_image[i]:
                 inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
                                      item.placement, maps[i], cfg.regions.text.min_score)
@@ -162,7 +184,7 @@ def audit_chunk(
             gallery = top_k(gallery, k)
         if k_miss:
             misses = top_k(misses + _pointing_misses(records[first:], loaded, maps, masks, regions), k_miss)
-        del loaded, per_image, maps, cam, cf_views
+        del loaded, per_image, maps, cam, cf_views, run
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
@@ -174,7 +196,12 @@ def audit_chunk(
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
-    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances, misses=misses)
+    targets_df = None
+    if cfg.cam.target == "topk":
+        tcols = target_columns(cfg, regions)
+        targets_df = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
+    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
+                       targets=targets_df, regions=region_records, cams=cams, misses=misses)
 
 
 def _pointing_misses(rows: list[dict], loaded: list, maps: torch.Tensor, masks: np.ndarray, regions: list[str]) -> list[GalleryItem]:
@@ -192,5 +219,3 @@ def _pointing_misses(rows: list[dict], loaded: list, maps: torch.Tensor, masks: 
             image=loaded[i].model_view, cam=display_map(maps[i]), regions={"expected": masks[i, j]},
         ))
     return out
-
-

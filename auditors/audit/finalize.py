@@ -18,6 +18,8 @@ from auditors.analysis.aggregate import aggregate
 from auditors.analysis.gate import decide
 from auditors.analysis.pointing import pointing_stats
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.analysis.depth import variant_summary
+from auditors.audit.exports import merge_exports
 from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
 from auditors.audit.summary import Summary, build_summary
@@ -42,6 +44,7 @@ class Finalized:
 
 def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
     """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    merge_exports(cfg, folder)  # regions.parquet, targets.parquet (top-k), cams.npz (opt-in)
     n_rows = folder.merge_parts(empty_rows(cfg))
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
@@ -86,6 +89,7 @@ def summarise(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
+    variants: dict[str, Any] | None = None,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
@@ -100,7 +104,8 @@ def summarise(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed, pointing=pointing_stats(images, cfg, classes, group_by),
+        run_stats=run_stats, elapsed=elapsed, variants=variants,
+        pointing=pointing_stats(images, cfg, classes, group_by),
     )
 
 
@@ -121,6 +126,7 @@ def finalize_run(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
         run_stats=run_stats, started=started,
+        variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
     )
     write_json(folder.summary, summary.to_dict())
     return Finalized(summary, images, errors, validation)

@@ -117,6 +117,9 @@ class CamInfo(Record):
     target: str | None = None
     target_layer: str | None = None
     device: str | None = None
+    layers: list[str] | None = None  # cam.layers
+    k: int | None = None  # cam.target: topk
+    reshape: str | None = None  # model.reshape
 
 
 class RegionSource(Record):
@@ -234,6 +237,10 @@ class Summary(Record):
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
     pointing: Pointing | None = None
+    # CAM variants (analysis/depth.py): per-layer lift, per-target-class stats, export files
+    layers: dict[str, Any] | None = None
+    targets: dict[str, Any] | None = None
+    exports: dict[str, str | None] = Field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -269,6 +276,7 @@ def build_summary(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
+    variants: dict[str, Any] | None = None,
     created_at: datetime | None = None,
     pointing: dict[str, Any] | None = None,
 ) -> Summary:
@@ -295,7 +303,8 @@ def build_summary(
         "group_by": group_by,
         "regions": regions,
         "region_sources": region_sources,
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device},
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device,
+                "layers": cfg.cam.layers, "k": cfg.cam.k if cfg.cam.target == "topk" else None, "reshape": cfg.model.reshape},
         "classes": per_class,
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
@@ -310,4 +319,5 @@ def build_summary(
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
         **extra,
+        **(variants or {}),  # layers, targets, exports
     })

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from auditors.config.schema import AuditConfig
+from auditors.audit.variants import variant_columns
 from auditors.interventions.runner import counterfactual_columns
 from auditors.regions.build import RegionBuilder, region_names
 
@@ -34,6 +35,7 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
     if wants_instances(cfg):
         cols.update({"text_top_instance": "Int64", "text_top_instance_mass": "float64", "text_top_instance_share": "float64"})
     cols.update(counterfactual_columns(cfg.counterfactual))
+    cols.update(variant_columns(cfg, regions))  # cam.target: topk / cam.layers (none by default)
     return cols
 
 

@@ -46,6 +46,11 @@ class ModelConfig(_Strict):
         description="How originals become input_size: stretch, resize-shorter-side + centre crop, or pad.",
     )
     target_layer: str | None = Field(default=None, description="Dotted module name; null = auto-detect.")
+    reshape: Literal["auto", "none", "vit", "swin"] = Field(
+        default="auto",
+        description="Token/NHWC activations to NCHW maps: auto (ViT token layers and torchvision Swin stages detected), "
+        "vit (tokens, grid read from the token count), swin (NHWC), none.",
+    )
 
     @field_validator("input_size")
     @classmethod
@@ -75,8 +80,17 @@ class ModelConfig(_Strict):
 
 
 class CamConfig(_Strict):
-    method: Literal["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "cam", "negcam"] = "gradcam"
-    target: str = Field(default="predicted", description="predicted | label | <class name>")
+    method: Literal["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "cam", "negcam", "guided_gradcam"] = Field(
+        default="gradcam", description="guided_gradcam = Grad-CAM x guided backprop, a full-resolution map."
+    )
+    target: str = Field(default="predicted", description="predicted | label | topk | <class name>")
+    k: int = Field(default=3, ge=1, le=100, description="target: topk: the k most likely classes per image, one pass.")
+    layers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Extra layers whose maps come from the same forward; adds <region>_mass@<layer> and "
+        "<region>_lift@<layer> columns. null = the target layer only.",
+    )
     batch_size: int = Field(default=32, ge=1)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
@@ -88,6 +102,16 @@ class CamConfig(_Strict):
     pointing_tolerance: int = Field(
         default=0, ge=0, description="Pixels (model input space) the argmax may miss a region by."
     )
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if any(not n or n != n.strip() for n in v):
+                raise ValueError("layers must be non-empty dotted module names")
+            if len(set(v)) != len(v):
+                raise ValueError(f"layers lists a layer twice: {v}")
+        return v
 
 
 class TextRegionConfig(_Strict):
@@ -333,6 +357,7 @@ class OutputConfig(_Strict):
     cache_dir: Path | None = Field(
         default=None, description="Text-region and task cache; default: the user cache dir."
     )
+    save_cams: bool = Field(default=False, description="Write cams.npz: each image's map(s) as float16, keyed by path.")
 
 
 class RunConfig(_Strict):

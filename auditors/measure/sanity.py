@@ -64,7 +64,10 @@ def randomization_check(
     """Compare the engine's maps on ``x`` with those of a randomised copy of its model."""
     trained = engine.compute(x)
     rand_model, names = randomized_copy(engine.model, engine.target_layer, seed)
-    rand_engine = CamEngine(rand_model, target_layer=engine.target_layer, method=engine.method, reshape_transform=engine.reshape_transform)
+    rand_engine = CamEngine(
+        rand_model, target_layer=engine.target_layer, method=engine.method, reshape_transform=engine.reshape_transform,
+        input_size=engine.input_size,  # a ViT only accepts its own image size
+    )
     randomized = rand_engine.compute(x, trained.targets)
     rho = rank_correlation(trained.maps, randomized.maps)
     valid = rho[np.isfinite(rho)]

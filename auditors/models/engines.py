@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from auditors.cam import CamEngine
+from auditors.cam import CamEngine, resolve_target
 from auditors.config.schema import CamConfig, ModelConfig
 from auditors.models.loading import get_model
 
@@ -20,13 +20,16 @@ def engine_for(model: ModelConfig, cam: CamConfig, target_layer: str, device: to
     """The process's engine for the ``model:`` and ``cam:`` sections (built on first use)."""
     if not isinstance(model, ModelConfig) or not isinstance(cam, CamConfig):
         raise TypeError(f"engine_for takes (cfg.model, cfg.cam, ...), got ({type(model).__name__}, {type(cam).__name__}, ...)")
-    key = (model.model_dump_json(), str(device), cam.method, target_layer, cam.amp, cam.channels_last)
+    layers = tuple(cam.layers or ())
+    key = (model.model_dump_json(), str(device), cam.method, target_layer, cam.amp, cam.channels_last, layers)
     with _ENGINE_LOCK:
         if key not in _ENGINES:
             net = get_model(model, device)
+            size = tuple(model.input_size)
+            _, reshape = resolve_target(net, size, device, target_layer, model.reshape)  # ViT/Swin token layers
             _ENGINES[key] = CamEngine(
-                net, target_layer=target_layer, method=cam.method, input_size=tuple(model.input_size), amp=cam.amp,
-                channels_last=cam.channels_last,
+                net, target_layer=target_layer, method=cam.method, input_size=size, amp=cam.amp,
+                channels_last=cam.channels_last, reshape_transform=reshape, layers=layers,
             )
         return _ENGINES[key]
 
