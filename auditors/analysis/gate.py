@@ -6,6 +6,8 @@ Every pass/fail decision lives here, so a new rule is added in one place:
   exceeds its threshold, so a noisy estimate on few images never flags on its point value alone;
 - token rules (:func:`flag_tokens`, :func:`token_failures`): a class-associated token that is
   over-attended or needed;
+- regression rule (:func:`apply_regression_rule`): a class got worse than ``gate.baseline`` by
+  more than allowed, beyond sampling noise;
 - run rules (:func:`validation_failure`): result tables that fail validation cannot be trusted;
 - :func:`decide` combines them into the ``gate`` section of summary.json;
 - the levels the report colours cells with (:func:`interval_level`, :func:`point_level`,
@@ -28,7 +30,8 @@ from auditors.analysis.stats import finite, interval
 from auditors.config.schema import GateConfig, TokensConfig
 
 __all__ = [
-    "RULE", "apply_gate", "decide", "limit", "lift_limits", "effect_limits", "token_failures", "validation_failure",
+    "RULE", "apply_gate", "apply_regression_rule", "decide", "limit", "lift_limits", "effect_limits", "token_failures",
+    "validation_failure",
     "flag_tokens", "interval_level", "point_level", "effect_status", "token_status",
 ]
 
@@ -89,6 +92,7 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
         if stats["n"] >= gate.min_images_per_class:
             found += [_rule(stats, name, f"{r}_lift", t) for r, t in lifts.items()]
             found += [_rule(stats, name, f"{r}_effect", t) for r, t in effects.items()]
+            found += [_rule(stats, name, f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
         found = [f for f in found if f is not None]
         stats["flagged"] = bool(found)
         stats["flag_reasons"] = [
@@ -102,6 +106,57 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
         "max_text_effect": gate.max_text_effect,
         "rule": RULE,
     }
+
+
+# --------------------------------------------------------------------------- regression rule (issue 13: history)
+
+REGRESSION_RULE = (
+    "regression: a class fails when the lower bound of the interval of (this run - baseline) exceeds "
+    "the allowed increase, i.e. it got worse by more than allowed beyond sampling noise"
+)
+
+
+def apply_regression_rule(
+    gate_result: dict[str, Any], per_class: dict[str, dict], baseline: dict[str, Any] | None, gate: GateConfig
+) -> dict[str, Any]:
+    """Add regression failures (``gate.baseline`` with ``max_lift_increase`` / ``max_effect_increase``).
+
+    ``baseline`` is the comparison built by :func:`auditors.history.compare_runs`; without one
+    (no baseline configured, or the first run of an audit) the gate is returned unchanged.
+    Mutates ``per_class`` (flagged, flag_reasons) and ``gate_result``.
+    """
+    if gate.baseline is None:
+        return gate_result
+    gate_result["regression"] = {
+        "baseline": gate.baseline,
+        "baseline_run": baseline["run_id"] if baseline else None,
+        "max_lift_increase": gate.max_lift_increase,
+        "max_effect_increase": gate.max_effect_increase,
+        "rule": REGRESSION_RULE,
+    }
+    if baseline is None:
+        return gate_result
+    limits = {"text_lift": gate.max_lift_increase, "text_effect": gate.max_effect_increase}
+    for name, change in baseline.get("classes", {}).items():
+        stats = per_class.get(name)
+        if stats is None or stats["n"] < gate.min_images_per_class:
+            continue
+        for key, allowed in limits.items():
+            c = change.get(key)
+            ci = c.get("delta_ci") if c else None
+            if not ci or ci[0] is None or not ci[0] > allowed:
+                continue
+            failure = {"class": name, "rule": f"regression_{key}", "metric": key,
+                       "value": c["delta"], "lower": ci[0], "threshold": allowed,
+                       "baseline_run": baseline["run_id"], "baseline_value": c["reference"], "current_value": c["current"]}
+            gate_result["failures"].append(failure)
+            stats["flagged"] = True
+            stats.setdefault("flag_reasons", []).append(
+                f"{key} rose by {c['delta']:.3g} since run {baseline['run_id']} "
+                f"(interval lower bound {ci[0]:.3g}) > allowed increase {allowed}"
+            )
+            gate_result["passed"] = False
+    return gate_result
 
 
 # --------------------------------------------------------------------------- token and run rules
@@ -138,10 +193,12 @@ def validation_failure(validation: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def decide(
     per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str],
-    tokens: list[dict[str, Any]], validation: Mapping[str, Any],
+    tokens: list[dict[str, Any]], validation: Mapping[str, Any], baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole gate: class rules (flags ``per_class`` in place), then tokens, then validation."""
+    """The whole gate: class rules (flags ``per_class`` in place), regression against ``baseline``
+    (the ``history.baseline`` comparison, when ``gate.baseline`` is set), then tokens, then validation."""
     result = apply_gate(per_class, gate, regions, cf_regions)
+    result = apply_regression_rule(result, per_class, baseline, gate)
     failures = token_failures(tokens)
     invalid = validation_failure(validation)
     if invalid is not None:

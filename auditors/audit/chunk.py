@@ -23,7 +23,7 @@ from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
 from auditors.interventions.runner import region_counterfactuals
 from auditors.measure.instances import INSTANCE_COLUMNS, instance_rows, top_instance_columns
-from auditors.measure.metrics import display_map, region_metrics, upsample_maps
+from auditors.measure.metrics import display_map, reachable_mass, region_metrics, upsample_maps
 from auditors.models.engines import class_name, engine_for
 from auditors.models.loading import select_device
 from auditors.regions import Region
@@ -109,6 +109,10 @@ def audit_chunk(
             maps = upsample_maps(cam.maps, size)
             masks_t = torch.from_numpy(masks).to(device)
             met = region_metrics(maps, masks_t, cfg.cam.pointing_tolerance)
+            # The best lift a map at the target layer's resolution could reach, and lift against it.
+            reach = reachable_mass(masks_t, tuple(cam.maps.shape[-2:]))
+            met["max_lift"] = reach / met["area"].to(reach.dtype)
+            met["norm_lift"] = met["mass"].to(reach.dtype) / reach
             met = {name: t.cpu().numpy() for name, t in met.items()}
             for name in met:  # a region that could not be built has no metrics, not zero ones
                 met[name][failed] = np.nan
@@ -150,7 +154,7 @@ def audit_chunk(
             }
             row.update(extras[i])
             for j, r in enumerate(regions):
-                for name in ("mass", "area", "lift", "hit"):
+                for name in ("mass", "area", "lift", "hit", "max_lift", "norm_lift"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
             if "expected" in regions:
                 row["expected_hit_area"] = float(met["hit_area"][i, regions.index("expected")])

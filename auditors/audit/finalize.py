@@ -24,6 +24,7 @@ from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
 from auditors.audit.summary import Summary, build_summary
 from auditors.config.schema import AuditConfig
+from auditors.history import compare_with_history
 from auditors.regions.build import region_names, region_sources
 from auditors.audit.tables import empty_rows, wants_instances
 from auditors.measure.instances import INSTANCE_COLUMNS
@@ -64,13 +65,15 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -
     return result
 
 
-def validate_run(plan: Plan, images: pd.DataFrame, regions: list[str]) -> dict[str, Any]:
+def validate_run(
+    plan: Plan, images: pd.DataFrame, regions: list[str], cf_regions: list[str] | None = None, placebo_max_overlap: float = 0.0
+) -> dict[str, Any]:
     """Great Expectations on what was asked (the manifest) and what was produced (images)."""
     entries = plan.index.entries
     manifest = pd.DataFrame({"path": [e.path for e in entries], "label": [e.label for e in entries]})
     return validate_tables({
         "manifest": (manifest, manifest_expectations(plan.classes, plan.index.labelled)),
-        "images": (images, images_expectations(plan.classes, regions)),
+        "images": (images, images_expectations(plan.classes, regions, cf_regions, placebo_max_overlap)),
     })
 
 
@@ -90,21 +93,26 @@ def summarise(
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
     variants: dict[str, Any] | None = None,
+    compare_history: bool = False,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
     ``started``: the run's ``time.perf_counter()`` at its start, for the timing section.
+    ``compare_history``: compare with the earlier runs of this audit under ``output.dir`` (reads
+    their summaries; the ``history`` section and the ``gate.baseline`` regression rule).
     """
     regions = region_names(cfg)
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     per_class, overall = aggregate(images, cfg, classes, regions, group_by)
-    gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation)
+    history = compare_with_history(cfg, run_id, per_class, images, group_by) if compare_history else None
+    gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation,
+                  baseline=history["baseline"] if history else None)
     elapsed = time.perf_counter() - started if started is not None else 0.0
     return build_summary(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed, variants=variants,
+        run_stats=run_stats, elapsed=elapsed, variants=variants, history=history,
         pointing=pointing_stats(images, cfg, classes, group_by),
     )
 
@@ -120,13 +128,14 @@ def finalize_run(
     """
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
-    validation = validate_run(plan, images, region_names(cfg))
+    validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(), cfg.counterfactual.placebo_max_overlap)
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
         run_stats=run_stats, started=started,
         variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
+        compare_history=True,
     )
     write_json(folder.summary, summary.to_dict())
     return Finalized(summary, images, errors, validation)

@@ -50,11 +50,14 @@ def make_plan(cfg: AuditConfig) -> Plan:
     from auditors.regions.build import check_region_inputs
 
     check_region_inputs(cfg, index.manifest)
+    from auditors.history.runs import check_baseline  # issue 13: a pinned gate.baseline must exist
+
+    check_baseline(cfg)
     if cfg.counterfactual.enabled:
         from auditors.regions.build import region_names
 
         enabled = region_names(cfg)
-        for r in cfg.counterfactual.regions:
+        for r in cfg.counterfactual.regions or []:
             if r not in enabled:
                 raise ConfigError(f"counterfactual.regions: {r!r} is not an enabled region ({enabled})")
     if cfg.model.classes is None:

@@ -27,7 +27,8 @@ from auditors.config.schema import AuditConfig, GateConfig, TokensConfig
 
 __all__ = [
     "Record", "Summary", "GroupStats", "ClassStats", "Failure", "Gate", "Validation", "CamInfo", "RegionSource",
-    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Pointing", "PointingGroup", "build_summary",
+    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Regression", "MetricChange", "ClassChange",
+    "Comparison", "History", "Pointing", "PointingGroup", "build_summary",
 ]
 
 #: How summary.json says where the intervals come from.
@@ -96,6 +97,16 @@ class Failure(Record):
     effect: float | None = None
 
 
+class Regression(Record):
+    """The regression rule's settings (``gate.baseline``); ``baseline_run`` None on an audit's first run."""
+
+    baseline: str | None = None
+    baseline_run: str | None = None
+    max_lift_increase: float | None = None
+    max_effect_increase: float | None = None
+    rule: str = ""
+
+
 class Gate(Record):
     """The gate's decision (analysis/gate.py); ``passed`` is None where no decision was recorded."""
 
@@ -104,6 +115,7 @@ class Gate(Record):
     max_text_lift: float | None = None
     max_text_effect: float | None = None
     rule: str = ""
+    regression: Regression | None = None
 
 
 class Validation(Record):
@@ -135,6 +147,9 @@ class CounterfactualInfo(Record):
     regions: list[str] = Field(default_factory=list)
     method: str | None = None
     margin: int | None = None
+    #: per intervened region: images left out of effects because no valid placebo exists
+    n_no_placebo: dict[str, int] | None = None
+    placebo_max_overlap: float | None = None
 
 
 class StatsInfo(Record):
@@ -175,6 +190,7 @@ class TokenEntry(Record):
     effect_ci: list[float] | None = None
     flip_rate_removed: float | None = None
     flip_rate_placebo: float | None = None
+    n_no_placebo: int | None = None
     risk: float | None = None
     flagged: bool = False
 
@@ -201,6 +217,44 @@ class Pointing(Record):
     n_unannotated: int = 0
     classes: dict[str, PointingGroup] = Field(default_factory=dict)
     overall: PointingGroup | None = None
+class MetricChange(Record):
+    """One class statistic in this run against an earlier run, with the interval of the change."""
+
+    current: float | None = None
+    reference: float | None = None
+    delta: float | None = None
+    delta_ci: list[float | None] | None = None
+    method: str | None = None
+
+
+class ClassChange(Record):
+    """A class against an earlier run (auditors/history/compare.py); metrics missing in either run are left out."""
+
+    n: int | None = None
+    n_reference: int | None = None
+    text_lift: MetricChange | None = None
+    text_effect: MetricChange | None = None
+
+
+class Comparison(Record):
+    """This run against one earlier run of the same audit."""
+
+    run_id: str | None = None
+    created_at: str | None = None
+    passed: bool | None = None
+    pinned: bool = False
+    classes: dict[str, ClassChange] = Field(default_factory=dict)
+    methods: dict[str, str] = Field(default_factory=dict)
+    ci: float | None = None
+
+
+class History(Record):
+    """The change against the previous run and the ``gate.baseline`` run (None where there is none)."""
+
+    previous: Comparison | None = None
+    baseline: Comparison | None = None
+    n_earlier_runs: int = 0
+    problems: list[str] = Field(default_factory=list)
 
 
 class Timing(Record):
@@ -241,6 +295,7 @@ class Summary(Record):
     layers: dict[str, Any] | None = None
     targets: dict[str, Any] | None = None
     exports: dict[str, str | None] = Field(default_factory=dict)
+    history: History | None = None
 
     @property
     def passed(self) -> bool:
@@ -255,6 +310,17 @@ class Summary(Record):
         """The token settings the run used; None when its config recorded no tokens section."""
         section = self.config.get("tokens")
         return TokensConfig.model_validate(section) if isinstance(section, dict) else None
+
+
+def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]) -> dict[str, Any]:
+    """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
+    if not cf_regions:
+        return {}
+    n_no = {}
+    for r in cf_regions:
+        status = images.get(f"{r}_placebo_status")
+        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
 
 
 def build_summary(
@@ -279,18 +345,19 @@ def build_summary(
     variants: dict[str, Any] | None = None,
     created_at: datetime | None = None,
     pointing: dict[str, Any] | None = None,
+    history: dict[str, Any] | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
 
     ``errors``: errors.csv rows (path, stage, reason); ``run_stats``: the chunk loop's counters
-    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result.
+    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result; ``history``:
+    :func:`auditors.history.compare_with_history`'s result (left out of summary.json when None).
     """
     run_stats = run_stats or {}
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    extra = {"pointing": pointing} if pointing is not None else {}  # only runs with regions.expected
-    return Summary.model_validate({
+    fields: dict[str, Any] = {
         "name": cfg.name,
         "run_id": run_id,
         "created_at": created,
@@ -311,13 +378,18 @@ def build_summary(
         "gate": gate,
         "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
-                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
+                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
+                           **placebo_counts(images, cfg, cf_regions)},
         "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed, "interval": INTERVAL},
         "sanity": sanity,
         "tokens": tokens,
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
-        **extra,
         **(variants or {}),  # layers, targets, exports
-    })
+    }
+    if history is not None:
+        fields["history"] = history
+    if pointing is not None:  # only runs with regions.expected
+        fields["pointing"] = pointing
+    return Summary.model_validate(fields)

@@ -293,11 +293,28 @@ class CounterfactualConfig(_Strict):
     method: Literal["telea", "ns"] = Field(default="telea", description="OpenCV inpainting: Telea or Navier-Stokes.")
     radius: int = Field(default=3, ge=1, le=50, description="Inpainting neighbourhood radius (model-input pixels).")
     margin: int = Field(default=2, ge=0, le=50, description="Dilate the removed mask by this many pixels first.")
-    regions: list[str] = Field(
-        default=["text"], min_length=1, description="Regions to intervene on (each with its own matched placebo)."
+    regions: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Regions to intervene on (each with its own matched placebo); null = every enabled region "
+        "except background (its placebo would have to remove the foreground).",
     )
     seed: int = Field(default=0, description="Seed of the placebo placement (mixed with each image's hash).")
-    placebo_tries: int = Field(default=200, ge=1, description="Random placements tried to avoid the real region.")
+    placebo_tries: int = Field(default=200, ge=1, description="Placement attempts per image (one per piece and orientation).")
+    placebo_max_overlap: float = Field(
+        default=0.0, ge=0.0, le=0.25,
+        description="Largest share of the removed (dilated) region a placebo may cover; images without such a "
+        "placebo are recorded (<r>_placebo_status) and left out of effects.",
+    )
+
+    def intervened(self, enabled_regions: list[str]) -> list[str]:
+        """Regions to intervene on, given the enabled ones: ``regions``, or all but background
+        (a background's placebo would have to remove the foreground)."""
+        if not self.enabled:
+            return []
+        if self.regions is not None:
+            return list(self.regions)
+        return [r for r in enabled_regions if r != "background"]
 
 
 class TokensConfig(_Strict):
@@ -337,8 +354,11 @@ class GateConfig(_Strict):
     )
     max_lift: dict[str, float] = Field(default={}, description="Optional lift thresholds of other regions, by name.")
     max_effect: dict[str, float] = Field(default={}, description="Optional effect thresholds of other regions, by name.")
+    max_norm_lift: dict[str, float] = Field(
+        default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
+    )
 
-    @field_validator("max_lift", "max_effect")
+    @field_validator("max_lift", "max_effect", "max_norm_lift")
     @classmethod
     def _no_reference_regions(cls, v: dict[str, float]) -> dict[str, float]:
         named = [r for r in v if r in REFERENCE_REGIONS]
@@ -348,6 +368,19 @@ class GateConfig(_Strict):
         return v
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
+    )
+    # --- regression against an earlier run of the same audit (history; issue 13) ---
+    baseline: str | None = Field(
+        default=None,
+        pattern=r"^(previous|[A-Za-z0-9][A-Za-z0-9._-]*)$",
+        description="Regression rule: 'previous' (the last finished run of this audit) or a run id under "
+        "<output.dir>/<name>/; null = off (the report still shows the change against the previous run).",
+    )
+    max_lift_increase: float = Field(
+        default=0.5, ge=0.0, description="Fail a class whose text lift rose by more than this (difference interval's lower bound)."
+    )
+    max_effect_increase: float = Field(
+        default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
     )
 
 
@@ -367,6 +400,54 @@ class RunConfig(_Strict):
     workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
 
 
+# --- experiment trackers (issue 11) ---
+_TRACKER_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _require_extra(module: str) -> None:
+    """Fail at config time (exit 2) when a tracker's optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the optional extra: pip install 'camaudit[{_TRACKER_EXTRAS[module]}]' ({module} is not installed)")
+
+
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000.")
+    experiment: str = Field(default="camaudit", min_length=1, description="Experiment name (created when missing).")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: <name>-<run-id>.")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root of a newly created experiment (e.g. a folder); default: MLflow's."
+    )
+
+    @model_validator(mode="after")
+    def _installed(self) -> MlflowTrackingConfig:
+        _require_extra("mlflow")
+        return self
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = Field(min_length=1, description="W&B project.")
+    mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline", description="offline writes the run under dir/wandb/ (sync later with `wandb sync`)."
+    )
+    entity: str | None = None
+    dir: Path | None = Field(default=None, description="Where wandb/ is written; default: the audit's output folder.")
+    max_images: int = Field(default=12, ge=0, description="Gallery heatmap overlays logged as wandb.Image.")
+
+    @model_validator(mode="after")
+    def _installed(self) -> WandbTrackingConfig:
+        _require_extra("wandb")
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment trackers, called once after the run's outputs are written."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
+
+
 class AuditConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     dataset: DatasetConfig
@@ -380,6 +461,11 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def counterfactual_regions(self) -> list[str]:
+        """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
+        return self.counterfactual.intervened(self.regions.enabled_names())
 
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""

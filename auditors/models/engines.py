@@ -8,11 +8,11 @@ import torch
 
 from auditors.cam import CamEngine, resolve_target
 from auditors.config.schema import CamConfig, ModelConfig
-from auditors.models.loading import get_model
+from auditors.models.loading import get_model, model_fingerprint
 
 __all__ = ["engine_for", "class_name"]
 
-_ENGINES: dict[tuple, CamEngine] = {}
+_ENGINES: dict[tuple, tuple[str, CamEngine]] = {}  # key -> (weights fingerprint, engine)
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -22,16 +22,19 @@ def engine_for(model: ModelConfig, cam: CamConfig, target_layer: str, device: to
         raise TypeError(f"engine_for takes (cfg.model, cfg.cam, ...), got ({type(model).__name__}, {type(cam).__name__}, ...)")
     layers = tuple(cam.layers or ())
     key = (model.model_dump_json(), str(device), cam.method, target_layer, cam.amp, cam.channels_last, layers)
+    # Keyed by the weights too: a checkpoint overwritten in place is reloaded, never served stale.
+    fingerprint = model_fingerprint(model)
     with _ENGINE_LOCK:
-        if key not in _ENGINES:
+        cached = _ENGINES.get(key)
+        if cached is None or cached[0] != fingerprint:
             net = get_model(model, device)
             size = tuple(model.input_size)
             _, reshape = resolve_target(net, size, device, target_layer, model.reshape)  # ViT/Swin token layers
-            _ENGINES[key] = CamEngine(
+            _ENGINES[key] = (fingerprint, CamEngine(
                 net, target_layer=target_layer, method=cam.method, input_size=size, amp=cam.amp,
                 channels_last=cam.channels_last, reshape_transform=reshape, layers=layers,
-            )
-        return _ENGINES[key]
+            ))
+        return _ENGINES[key][1]
 
 
 def class_name(classes: list[str], i: int) -> str:

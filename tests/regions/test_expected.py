@@ -150,6 +150,8 @@ def test_expected_is_never_a_shortcut_rule_nor_loses_pixels_to_exclusive_regions
         GateConfig(max_lift={"expected": 2.0})
     with pytest.raises(ValidationError, match="pointing game"):
         GateConfig(max_effect={"expected": 0.1})
+    with pytest.raises(ValidationError, match="pointing game"):
+        GateConfig(max_norm_lift={"expected": 0.5})
     # a class attending the annotated object 9x more than its area is not flagged by default
     per_class = {"horror": {"n": 50, "expected_lift": 9.0, "expected_lift_ci": [8.0, 10.0]}}
     gate = apply_gate(per_class, GateConfig(), ["expected"], [])
