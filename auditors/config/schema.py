@@ -357,15 +357,6 @@ class GateConfig(_Strict):
     max_norm_lift: dict[str, float] = Field(
         default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
     )
-
-    @field_validator("max_lift", "max_effect", "max_norm_lift")
-    @classmethod
-    def _no_reference_regions(cls, v: dict[str, float]) -> dict[str, float]:
-        named = [r for r in v if r in REFERENCE_REGIONS]
-        if named:
-            raise ValueError(f"{named} is where the evidence should be (pointing game): high attention there is good, "
-                             "so it cannot be a shortcut threshold")
-        return v
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
@@ -382,6 +373,15 @@ class GateConfig(_Strict):
     max_effect_increase: float = Field(
         default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
     )
+
+    @field_validator("max_lift", "max_effect", "max_norm_lift")
+    @classmethod
+    def _no_reference_regions(cls, v: dict[str, float]) -> dict[str, float]:
+        named = [r for r in v if r in REFERENCE_REGIONS]
+        if named:
+            raise ValueError(f"{named} is where the evidence should be (pointing game): high attention there is good, "
+                             "so it cannot be a shortcut threshold")
+        return v
 
 
 class OutputConfig(_Strict):
