@@ -394,10 +394,33 @@ class OutputConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of caching and retry).")
+    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of scheduling and retry).")
     retries: int = Field(default=1, ge=0, description="Prefect retries for a failed chunk.")
-    cache: bool = Field(default=True, description="Reuse finished chunks of an identical earlier audit.")
-    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
+    cache: bool = Field(
+        default=True,
+        description="Reuse per-image results stored by earlier audits (keyed by image content, model weights, "
+        "settings and versions); false recomputes every image and refreshes the store.",
+    )
+    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads, executor local).")
+    executor: Literal["local", "dask"] = Field(
+        default="local", description="Where chunks run: local threads, or Dask workers through prefect-dask."
+    )
+    dask_address: str | None = Field(
+        default=None, description="executor dask: scheduler address of an existing cluster, e.g. tcp://10.0.0.5:8786."
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="executor dask: start a LocalCluster of this many worker processes."
+    )
+
+    @model_validator(mode="after")
+    def _dask_keys(self) -> RunConfig:
+        if self.executor != "dask" and (self.dask_address or self.dask_workers):
+            raise ValueError("dask_address / dask_workers need executor: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError("set either dask_address (an existing cluster) or dask_workers (a local one), not both")
+        if self.dask_address is not None and not re.match(r"^[a-z]+://[^\s]+$", self.dask_address):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        return self
 
 
 # --- experiment trackers (issue 11) ---

@@ -168,14 +168,14 @@ def test_counterfactuals_tokens_and_instances_in_the_outputs(poster_folder, tmp_
 def test_a_failing_chunk_is_recorded_and_the_run_goes_on(poster_folder, tmp_path, monkeypatch):
     import flows.audit as audit_module
 
-    real = audit_module.audit_chunk
+    real = audit_module.audit_images
 
     def flaky(entries, *args, **kwargs):
         if any(e.path == "beta/1.png" for e in entries):
             raise RuntimeError("simulated worker crash")
         return real(entries, *args, **kwargs)
 
-    monkeypatch.setattr(audit_module, "audit_chunk", flaky)
+    monkeypatch.setattr(audit_module, "audit_images", flaky)
     cfg = _config(poster_folder, tmp_path, run={"chunk_size": 4, "retries": 0}, tokens={"enabled": False}, sanity={"enabled": False})
     result = run_audit(cfg)
     errors = pd.read_csv(result.run_dir / "errors.csv")
