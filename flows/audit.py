@@ -33,7 +33,7 @@ from auditors.audit.plan import Plan, make_plan
 from auditors.audit.chunk import ChunkResult
 from auditors.audit.exports import write_chunk_exports
 from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
-from auditors.audit.incremental import audit_images, gallery_for
+from auditors.audit.incremental import audit_images, gallery_for, pointing_misses_for
 from auditors.audit.result_cache import ResultSpec, readable, result_setting, weights_fingerprint
 from auditors.audit.run_folder import RunFolder, new_run_id
 from auditors.audit.summary import Summary
@@ -94,6 +94,15 @@ def audit_chunk_task(
     return audit_images(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None, spec)
 
 
+@task(name="pointing-misses")
+def misses_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str) -> list[GalleryItem]:
+    """The biggest pointing-game misses (regions.expected), recomputed with their maps."""
+    if not cfg.regions.expected.gallery_size or not folder.images.is_file():
+        return []
+    images = pd.read_parquet(folder.images)
+    return pointing_misses_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, Path(cache_path))
+
+
 @task(name="gallery")
 def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str) -> list[GalleryItem]:
     """Recompute the few images the report shows (pixels are not cached)."""
@@ -125,6 +134,7 @@ def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> Tok
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
     stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
+    misses: list[GalleryItem] | None = None,
 ) -> Summary:
     """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
     done = finalize_run(cfg, plan, folder, run_id, stats, sanity, tokens, by, started)
@@ -132,6 +142,7 @@ def finalize(
         folder.dir, done.summary, done.images, gallery, done.validation, done.errors,
         token_examples=tokens.examples if tokens is not None else None,
         token_crops=tokens.crops if tokens is not None else None,
+        pointing_misses=misses,
     )
     return done.summary
 
@@ -200,9 +211,10 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     sanity = sanity_task(plan.index.entries, cfg, plan.target_layer) if cfg.sanity.enabled else None
     merge_tables(cfg, folder, errors)
     gallery = gallery_task(cfg, plan, folder, cache_path)
+    misses = misses_task(cfg, plan, folder, cache_path) if cfg.regions.expected.enabled else []
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
-    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
+    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses)
     publish_artifacts(summary.to_dict(), folder.report)
     history_index_task(cfg)
     out = summary.to_dict()

@@ -58,6 +58,8 @@ def images_expectations(
             gxe.ExpectColumnValuesToBeBetween(column=f"{r}_placebo_overlap", min_value=0.0, max_value=placebo_max_overlap,
                                               row_condition=f'{r}_placebo_status=="ok"', condition_parser="pandas"),
         ]
+    if "expected" in regions:  # the pointing game's chance rate (a share of the image)
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column="expected_hit_area", min_value=0.0, max_value=1.0))
     return exps
 
 

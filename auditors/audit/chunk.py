@@ -39,6 +39,8 @@ class ChunkResult:
     errors: list[dict[str, str]] = field(default_factory=list)
     instances: pd.DataFrame | None = None
     gallery: list[GalleryItem] = field(default_factory=list)
+    #: the biggest pointing-game misses (regions.expected), for the report's pointing section
+    misses: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     targets: pd.DataFrame | None = None  # cam.target: topk, one row per image and rank
     regions: list[dict] = field(default_factory=list)  # regions.parquet rows
@@ -93,6 +95,8 @@ def audit_chunk(
     with_instances = wants_instances(cfg) if instances is None else (instances and "text" in regions)
     stats_extra = {"oom_splits": 0}
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
+    misses: list[GalleryItem] = []
+    k_miss = cfg.regions.expected.gallery_size if "expected" in regions else 0
     target_records: list[dict] = []
     region_records: list[dict] = []
     cams: dict[str, np.ndarray] = {}
@@ -170,6 +174,8 @@ def audit_chunk(
             for j, r in enumerate(regions):
                 for name in ("mass", "area", "lift", "hit", "max_lift", "norm_lift"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
+            if "expected" in regions:
+                row["expected_hit_area"] = float(met["hit_area"][i, regions.index("expected")])
             row.update(cf_cols[i])
             row.update(by_layer[i])
             if run.maps is not None:
@@ -204,6 +210,8 @@ def audit_chunk(
                     )
                 )
             gallery = top_k(gallery, k)
+        if k_miss:
+            misses = top_k(misses + _pointing_misses(records[first:], loaded, maps, masks, regions), k_miss)
         del loaded, per_image, maps, cam, cf_views, run
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
@@ -222,6 +230,21 @@ def audit_chunk(
         tcols = target_columns(cfg, regions)
         targets_df = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
     return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
-                       targets=targets_df, regions=region_records, cams=cams)
+                       targets=targets_df, regions=region_records, cams=cams, misses=misses)
 
 
+def _pointing_misses(rows: list[dict], loaded: list, maps: torch.Tensor, masks: np.ndarray, regions: list[str]) -> list[GalleryItem]:
+    """Images whose heatmap peak missed the annotated region, scored by the attention it left
+    outside it (1 - expected_mass): the biggest misses first."""
+    j = regions.index("expected")
+    out = []
+    for i, row in enumerate(rows):
+        if row["expected_hit"] != 0.0 or not np.isfinite(row["expected_mass"]) or not row["expected_area"] > 0:
+            continue
+        out.append(GalleryItem(
+            path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"],
+            score=1.0 - row["expected_mass"],
+            metrics={c: row[c] for c in row if c.startswith("expected_")},
+            image=loaded[i].model_view, cam=display_map(maps[i]), regions={"expected": masks[i, j]},
+        ))
+    return out

@@ -16,6 +16,7 @@ import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
 from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
+from auditors.analysis.pointing import pointing_stats
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
 from auditors.analysis.depth import variant_summary
 from auditors.audit.exports import merge_exports
@@ -112,6 +113,7 @@ def summarise(
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
         run_stats=run_stats, elapsed=elapsed, variants=variants, history=history,
+        pointing=pointing_stats(images, cfg, classes, group_by),
     )
 
 

@@ -28,7 +28,7 @@ from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash
 from auditors.data.discovery import Entry
 from auditors.errors import ConfigError
-from auditors.measure.gallery import GalleryItem
+from auditors.measure.gallery import GalleryItem, top_k
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
@@ -157,3 +157,19 @@ def gallery_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, cl
     if not chosen:
         return []
     return audit_chunk(chosen, cfg, classes, target_layer, cache_path).gallery
+
+
+def pointing_misses_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str],
+                        target_layer: str, cache_path: Path | None) -> list[GalleryItem]:
+    """The pointing game's biggest misses: images whose peak missed ``regions.expected``, least
+    mass on it first (``regions.expected.gallery_size``), recomputed with their maps."""
+    k = cfg.regions.expected.gallery_size
+    if not k or images.empty or "expected_hit" not in images.columns:
+        return []
+    miss = images[(images["expected_hit"] == 0) & images["expected_mass"].notna() & (images["expected_area"] > 0)]
+    ranked = miss.assign(score=1.0 - miss["expected_mass"]).sort_values(["score", "path"], ascending=False).head(k)
+    by_path = {e.path: e for e in entries}
+    chosen = [by_path[p] for p in ranked["path"] if p in by_path]
+    if not chosen:
+        return []
+    return top_k(audit_chunk(chosen, cfg, classes, target_layer, cache_path).misses, k)

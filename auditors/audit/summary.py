@@ -28,7 +28,7 @@ from auditors.config.schema import AuditConfig, GateConfig, TokensConfig
 __all__ = [
     "Record", "Summary", "GroupStats", "ClassStats", "Failure", "Gate", "Validation", "CamInfo", "RegionSource",
     "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Regression", "MetricChange", "ClassChange",
-    "Comparison", "History", "build_summary",
+    "Comparison", "History", "Pointing", "PointingGroup", "build_summary",
 ]
 
 #: How summary.json says where the intervals come from.
@@ -215,6 +215,28 @@ class TokenEntry(Record):
     finding: str | None = None
 
 
+class PointingGroup(Record):
+    """Pointing game of a group of images (analysis/pointing.py): hits on the annotated region."""
+
+    n: int = 0
+    hits: int = 0
+    hit_rate: float | None = None
+    hit_rate_ci: list[float] | None = None
+    chance: float | None = None
+    mass: float | None = None
+    lift: float | None = None
+    lift_ci: list[float] | None = None
+
+
+class Pointing(Record):
+    """summary.json ``pointing`` (only with regions.expected): per class and overall."""
+
+    tolerance_px: int = 0
+    source: str | None = None
+    n_judged: int = 0
+    n_unannotated: int = 0
+    classes: dict[str, PointingGroup] = Field(default_factory=dict)
+    overall: PointingGroup | None = None
 class MetricChange(Record):
     """One class statistic in this run against an earlier run, with the interval of the change."""
 
@@ -288,6 +310,7 @@ class Summary(Record):
     flagged_tokens: list[str] = Field(default_factory=list)
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
+    pointing: Pointing | None = None
     # CAM variants (analysis/depth.py): per-layer lift, per-target-class stats, export files
     layers: dict[str, Any] | None = None
     targets: dict[str, Any] | None = None
@@ -341,6 +364,7 @@ def build_summary(
     elapsed: float = 0.0,
     variants: dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    pointing: dict[str, Any] | None = None,
     history: dict[str, Any] | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
@@ -391,4 +415,6 @@ def build_summary(
     }
     if history is not None:
         fields["history"] = history
+    if pointing is not None:  # only runs with regions.expected
+        fields["pointing"] = pointing
     return Summary.model_validate(fields)

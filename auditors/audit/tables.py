@@ -30,6 +30,8 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
     cols.update(RegionBuilder.column_dtypes(cfg.regions))
     for r in regions:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
+    if cfg.regions.expected.enabled:  # pointing game: chance of a hit with the tolerance
+        cols["expected_hit_area"] = "float64"
     if wants_instances(cfg):
         cols.update({"text_top_instance": "Int64", "text_top_instance_mass": "float64", "text_top_instance_share": "float64"})
     cols.update(counterfactual_columns(cfg.counterfactual, regions))

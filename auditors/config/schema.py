@@ -171,7 +171,9 @@ class BorderRegionConfig(_Strict):
     width: float = Field(default=0.05, gt=0.0, lt=0.5, description="Frame width as a fraction of H and W.")
 
 
-REGION_BUILTINS = ("text", "border", "background")
+REGION_BUILTINS = ("text", "border", "background", "expected")
+#: Reference regions: measured, but never shortcuts (no gate rule, no exclusive claim on pixels).
+REFERENCE_REGIONS = ("expected",)
 _REGION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -224,10 +226,49 @@ class CustomRegionConfig(_MaskSource):
     """A user-named region (watermark, logo, ...) from masks or manifest boxes."""
 
 
+class ExpectedRegionConfig(_MaskSource):
+    """Human attention (pointing game): where a person says the evidence for the class is.
+
+    Measured like any region (expected_mass/_area/_lift/_hit) but never a shortcut: high
+    attention there is good, so no gate rule reads it.
+    """
+
+    enabled: bool = False
+    source: Literal["masks", "manifest_mask", "manifest_boxes", "coco"] = Field(
+        default="masks",
+        description="masks: <masks_dir>/<image path>.png; manifest_boxes/manifest_mask: a dataset.manifest column; "
+        "coco: a COCO-style annotation file (annotations) with images[].file_name and annotations[].bbox/segmentation.",
+    )
+    annotations: Path | None = Field(
+        default=None, description="source=coco: the instances JSON; file_name is matched to the image path under dataset.root."
+    )
+    categories: list[str] | None = Field(
+        default=None, description="source=coco: use only annotations of these category names; null = all."
+    )
+    gallery_size: int = Field(default=8, ge=0, description="Biggest pointing misses shown in the report.")
+
+    @model_validator(mode="after")
+    def _source_needs_its_key(self) -> ExpectedRegionConfig:  # type: ignore[override]
+        if not self.enabled:
+            return self
+        if self.source == "coco" and self.annotations is None:
+            raise ValueError("source 'coco' needs annotations (a COCO instances JSON file)")
+        if self.source != "coco" and self.categories is not None:
+            raise ValueError("categories applies to source 'coco' only")
+        if self.source == "masks" and self.masks_dir is None:
+            raise ValueError("source 'masks' needs masks_dir")
+        if self.source in ("manifest_mask", "manifest_boxes") and not self.column:
+            raise ValueError(f"source {self.source!r} needs column (a dataset.manifest column)")
+        return self
+
+
 class RegionsConfig(_Strict):
     text: TextRegionConfig = TextRegionConfig()
     border: BorderRegionConfig = BorderRegionConfig()
     background: BackgroundRegionConfig = BackgroundRegionConfig()
+    expected: ExpectedRegionConfig = Field(
+        default=ExpectedRegionConfig(), description="Human-annotated evidence region for the pointing game (off by default)."
+    )
     custom: dict[str, CustomRegionConfig] = Field(
         default={}, description="Named regions, e.g. {watermark: {source: masks, masks_dir: masks/watermark}}."
     )
@@ -392,6 +433,15 @@ class GateConfig(_Strict):
         default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
     )
 
+    @field_validator("max_lift", "max_effect", "max_norm_lift")
+    @classmethod
+    def _no_reference_regions(cls, v: dict[str, float]) -> dict[str, float]:
+        named = [r for r in v if r in REFERENCE_REGIONS]
+        if named:
+            raise ValueError(f"{named} is where the evidence should be (pointing game): high attention there is good, "
+                             "so it cannot be a shortcut threshold")
+        return v
+
 
 class OutputConfig(_Strict):
     dir: Path = Path("reports")
@@ -541,6 +591,8 @@ class AuditConfig(_Strict):
             data["model"][key] = fix(data["model"][key])
         data["output"]["cache_dir"] = fix(data["output"]["cache_dir"])
         data["regions"]["background"]["masks_dir"] = fix(data["regions"]["background"]["masks_dir"])
+        for key in ("masks_dir", "annotations"):
+            data["regions"]["expected"][key] = fix(data["regions"]["expected"][key])
         for custom in data["regions"]["custom"].values():
             custom["masks_dir"] = fix(custom["masks_dir"])
         return AuditConfig.model_validate(data)

@@ -2,6 +2,7 @@
 
 Definitions (S = ReLU'd CAM at model-input resolution, M = region mask, N = pixels):
   mass = sum(S[M]) / sum(S)   area = |M| / N   lift = mass / area   hit = argmax(S) in M
+  hit_area = |dilate(M, tolerance)| / N: the chance a uniformly random peak scores a hit
 Ratios use the raw ReLU'd map: min-max rescaling first would change them.
 """
 
@@ -32,7 +33,8 @@ def region_metrics(maps: Tensor, masks: Tensor, tolerance: int = 0) -> dict[str,
     masks : (B, R, H, W) bool region masks.
     tolerance : pixels by which the argmax may miss a region and still count as a hit.
 
-    Returns a dict of (B, R) float tensors. Undefined values are NaN: mass/hit when the map's
+    Returns a dict of (B, R) float tensors (``hit_area``: share of pixels that count as a hit,
+    the pointing game's chance rate). Undefined values are NaN: mass/hit when the map's
     total is 0 or not finite, lift when the region is empty.
     """
     if maps.ndim != 3 or masks.ndim != 4 or maps.shape[0] != masks.shape[0] or maps.shape[-2:] != masks.shape[-2:]:
@@ -58,7 +60,7 @@ def region_metrics(maps: Tensor, masks: Tensor, tolerance: int = 0) -> dict[str,
     flat_idx = torch.nan_to_num(s, nan=-1.0).flatten(1).argmax(dim=1)  # (B,)
     hit = m.flatten(2).gather(2, flat_idx[:, None, None].expand(b, r, 1))[..., 0]
     hit = torch.where(valid[:, None], hit, nan)
-    return {"mass": mass, "area": area, "lift": lift, "hit": hit}
+    return {"mass": mass, "area": area, "lift": lift, "hit": hit, "hit_area": m.mean(dim=(2, 3))}
 
 
 def display_map(m: torch.Tensor) -> np.ndarray:

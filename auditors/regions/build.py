@@ -28,6 +28,7 @@ from auditors.regions.background import BackgroundProvider
 from auditors.regions.base import Region, RegionFailure
 from auditors.regions.border import border_region
 from auditors.regions.cache import RegionCache
+from auditors.regions.coco import CocoSource
 from auditors.regions.manifest import ManifestRows, manifest_columns, rows_from_frame
 from auditors.regions.masks import MaskSource
 from auditors.regions.overlap import overlap_pairs, overlap_values, priority_order, resolve_exclusive
@@ -65,6 +66,7 @@ def region_names(cfg: AuditConfig) -> list[str]:
 def manifest_columns_for(rc: RegionsConfig) -> list[str]:
     """Manifest columns the enabled region sources read (pass only these to the builder)."""
     sources = [rc.background] if rc.background.enabled else []
+    sources += [rc.expected] if rc.expected.enabled else []
     sources += list(rc.custom.values())
     return sorted({s.column for s in sources if s.source in ("manifest_mask", "manifest_boxes") and s.column})
 
@@ -84,8 +86,11 @@ def describe_regions(rc: RegionsConfig) -> dict[str, dict[str, Any]]:
                          f"min_score {t.min_score}" + (", with recognition" if t.read else ""), "heuristic": False}
         elif name == "border":
             out[name] = {"source": "frame", "from": f"outer {rc.border.width:.0%} of width and height", "heuristic": False}
+        elif name == "expected" and rc.expected.source == "coco":
+            cats = f", categories {rc.expected.categories}" if rc.expected.categories else ""
+            out[name] = {"source": "coco", "from": f"{rc.expected.annotations}{cats}", "heuristic": False}
         else:
-            c = rc.background if name == "background" else rc.custom[name]
+            c = {"background": rc.background, "expected": rc.expected}.get(name) or rc.custom[name]
             if c.source == "grabcut":
                 out[name] = {"source": "grabcut", "heuristic": True,
                              "from": f"complement of an OpenCV GrabCut foreground from a centred rectangle "
@@ -95,6 +100,8 @@ def describe_regions(rc: RegionsConfig) -> dict[str, dict[str, Any]]:
                 out[name] = {"source": c.source, "from": where, "heuristic": False}
             if name == "background":
                 out[name]["complement_of_foreground"] = True
+    if "expected" in out:
+        out["expected"]["reference"] = True  # where the evidence should be: never a shortcut
     if rc.exclusive:
         order = priority_order(rc.enabled_names(), rc.priority)
         for i, name in enumerate(order):
@@ -131,6 +138,7 @@ class RegionBuilder:
         self._rows = _rows_loader(rc, manifest)
         self.background = BackgroundProvider(rc.background, root, self._rows, self.cache) if rc.background.enabled else None
         self.custom = {n: MaskSource(n, f"regions.custom.{n}", c, root, self._rows) for n, c in rc.custom.items()}
+        self.expected = _expected_source(rc, root, self._rows) if rc.expected.enabled else None
         self.order = priority_order(self.names, rc.priority)
         self._n_failed = 0
         self._overlap_for: list | None = None
@@ -161,6 +169,9 @@ class RegionBuilder:
             found["border"] = [border_region(*img.shape[:2], w) for img in images]
         if self.background is not None:
             found["background"] = self.background.regions(images, [it.path for it in items], [it.digest for it in items])
+        if self.expected is not None:
+            src = self.expected
+            found["expected"] = [_guarded("expected", lambda it=it: src.region(it.path, it.original.shape[:2])) for it in items]
         for name, src in self.custom.items():
             found[name] = [_guarded(name, lambda it=it, src=src: src.region(it.path, it.original.shape[:2])) for it in items]
         out = [{name: found[name][i] for name in self.names} for i in range(len(items))]
@@ -255,6 +266,14 @@ def _rows_loader(rc: RegionsConfig, manifest: pd.DataFrame | ManifestRows | Path
     return rows
 
 
+def _expected_source(rc: RegionsConfig, root: Path, rows: Callable[[], ManifestRows]) -> MaskSource | CocoSource:
+    """The pointing-game region's source: a COCO file, or the mask sources custom regions use."""
+    e = rc.expected
+    if e.source == "coco":
+        return CocoSource("expected", e.annotations, e.categories, e.missing)  # type: ignore[arg-type]
+    return MaskSource("expected", "regions.expected", e, root, rows)  # type: ignore[arg-type]
+
+
 def _guarded(name: str, make: Any) -> Region:
     """Run a provider for one image; any failure becomes a failed Region, never an exception."""
     try:
@@ -279,13 +298,15 @@ def region_inputs_fingerprint(cfg: AuditConfig, paths: list[str], manifest: pd.D
     """Hash of the user inputs behind these images' regions (mask files' size/mtime, manifest
     values): add it to a chunk cache key so an edited mask or box invalidates the chunk."""
     rc = cfg.regions
-    if not rc.custom and not (rc.background.enabled and rc.background.source != "grabcut"):
+    if not rc.custom and not rc.expected.enabled and not (rc.background.enabled and rc.background.source != "grabcut"):
         return ""
     rows = _rows_loader(rc, cfg.dataset.manifest if manifest is None else manifest)
     root = Path(cfg.dataset.root)
     sources = [MaskSource(n, f"regions.custom.{n}", c, root, rows) for n, c in rc.custom.items()]
     if rc.background.enabled and rc.background.source != "grabcut":
         sources.append(MaskSource("background", "regions.background", rc.background, root, rows))
+    if rc.expected.enabled:
+        sources.append(_expected_source(rc, root, rows))
     h = hashlib.sha256()
     for s in sources:
         h.update(f"{s.name}:{s.fingerprint(paths)}\n".encode())
@@ -313,6 +334,8 @@ def check_region_inputs(cfg: AuditConfig, manifest: pd.DataFrame | None = None) 
         MaskSource(name, f"regions.custom.{name}", c, root, dict)
     if rc.background.enabled and rc.background.source != "grabcut":
         MaskSource("background", "regions.background", rc.background, root, dict)
+    if rc.expected.enabled:
+        _expected_source(rc, root, dict)  # a missing folder or a broken COCO file stops the run here
     cols = manifest_columns_for(rc)
     if cols:
         if manifest is None and cfg.dataset.manifest is None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from auditors.config.schema import REFERENCE_REGIONS
+
 __all__ = ["priority_order", "resolve_exclusive", "overlap_pairs", "overlap_values"]
 
 DEFAULT_TAIL = ("border", "background")
@@ -17,6 +19,7 @@ DEFAULT_TAIL = ("border", "background")
 def priority_order(names: list[str], priority: list[str] | None) -> list[str]:
     """Enabled ``names`` in resolution order: the configured priority first (disabled names
     skipped), then the rest in the default order text, custom regions, border, background."""
+    names = [n for n in names if n not in REFERENCE_REGIONS]  # measured as drawn, never claims or loses pixels
     default = [n for n in names if n not in DEFAULT_TAIL] + [n for n in DEFAULT_TAIL if n in names]
     head = [n for n in (priority or []) if n in names]
     return head + [n for n in default if n not in head]

@@ -34,6 +34,7 @@ from auditors.report.counterfactual import build_counterfactual
 from auditors.report.facts import lift_threshold
 from auditors.report.formatting import fmt_date, fmt_text
 from auditors.report.gallery import build_gallery
+from auditors.report.pointing import build_pointing
 from auditors.report.history import build_history
 from auditors.report.quality import MAX_ERROR_ROWS, build_counts, build_errors, build_validation, cam_status_counts
 from auditors.report.sanity import build_sanity
@@ -90,6 +91,7 @@ def build_context(
     errors: pd.DataFrame | None,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    pointing_misses: list[GalleryItem] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     summary = as_summary(summary)
@@ -112,6 +114,7 @@ def build_context(
         "counterfactual": counterfactual,
         "tokens": build_tokens(summary, token_examples, token_crops),
         "sanity": build_sanity(summary),
+        "pointing": build_pointing(summary, pointing_misses),
         "history": build_history(summary),
         "methods": build_methods(summary),
         "counts": build_counts(summary, images, errs["total"]),
@@ -132,11 +135,12 @@ def render_report(
     errors: pd.DataFrame | None,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    pointing_misses: list[GalleryItem] | None = None,
 ) -> str:
     """The report as an HTML string (write_report without touching the disk)."""
     env = _environment()
     script = env.get_template("_sort.js.j2").render()
-    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops)
+    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses)
     return env.get_template("report.html.j2").render(**context, script=Markup(script), csp=_csp(script))
 
 
@@ -149,15 +153,17 @@ def write_report(
     errors: pd.DataFrame,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    pointing_misses: list[GalleryItem] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` atomically (a reader never sees half a report); return it.
 
     ``token_examples`` / ``token_crops`` (keyed by token, as the token stage returns them) feed
     the "Text the model uses" section: before/after examples of flagged tokens and small crops.
+    ``pointing_misses``: the biggest pointing-game misses (regions.expected), worst first.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops)
+    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses)
     out = run_dir / REPORT_NAME
     tmp = out.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")
