@@ -55,6 +55,7 @@ def _config(root: Path, tmp: Path, tag: str) -> Path:
         "run": {"chunk_size": 4},
         "sanity": {"enabled": False},
         "tokens": {"enabled": True},
+        "gate": {"min_images_per_class": 2},  # 4 images per class: judged, so the exit status is 0 or 1
     }
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -81,6 +81,8 @@ def _config(tmp_path: Path, root: Path, **over) -> dict:
         "stats": {"bootstrap": 100},
         "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 2},
         "run": {"chunk_size": 16, "cache": False},
+        # a few images per class: the corpus tests input handling, not the default class-size floor (10)
+        "gate": {"min_images_per_class": 2},
     }
     for key, value in over.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
