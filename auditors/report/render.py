@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from auditors.audit.summary import Summary
 from auditors.measure.gallery import GalleryItem
+from auditors.report.charts import build_charts
 from auditors.report.classes import build_class_table
 from auditors.report.counterfactual import build_counterfactual
 from auditors.report.facts import lift_threshold
@@ -103,6 +104,7 @@ def build_context(
         "settings": build_settings(summary),
         "verdict": build_verdict(summary, validation),
         "table": build_class_table(summary),
+        "charts": build_charts(summary, images),  # workflows-report: inline SVG charts
         "gallery": build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
                                  edit_order=cf_regions),
         "counterfactual": counterfactual,
