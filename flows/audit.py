@@ -29,6 +29,7 @@ from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.plan import Plan, make_plan
 from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.measure.failures import FailureItem, top_per_class
 from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
 from auditors.audit.run_folder import RunFolder, new_run_id
 from auditors.audit.summary import Summary
@@ -67,7 +68,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 4
+CHUNK_FORMAT = 5
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -76,7 +77,7 @@ def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions", "counterfactual"})
     relevant["dataset"].pop("limit", None)
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}".encode())
+    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}|{cfg.output.failures_per_class}".encode())
     h.update(json.dumps(params["classes"]).encode())
     h.update(region_inputs_fingerprint(cfg, [e.path for e in params["entries"]]).encode())
     root = Path(cfg.dataset.root)
@@ -120,6 +121,7 @@ def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> Tok
 def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
     stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
+    failure_items: list[FailureItem] | None = None,
 ) -> Summary:
     """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
     done = finalize_run(cfg, plan, folder, run_id, stats, sanity, tokens, by, started)
@@ -127,6 +129,7 @@ def finalize(
         folder.dir, done.summary, done.images, gallery, done.validation, done.errors,
         token_examples=tokens.examples if tokens is not None else None,
         token_crops=tokens.crops if tokens is not None else None,
+        failures=failure_items,
     )
     return done.summary
 
@@ -162,12 +165,13 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     )
     errors: list[dict] = list(plan.index.errors)
     gallery: list[GalleryItem] = []
+    failure_items: list[FailureItem] = []
     stats: dict[str, int] = {}
     meter = Progress(len(plan.index.entries), enabled=progress)
     window: deque = deque()
 
     def collect(index: int, entries: list[Entry], future) -> None:
-        nonlocal gallery
+        nonlocal gallery, failure_items
         try:
             result: ChunkResult = future.result()
         except Exception as exc:  # retries exhausted: record the chunk's images, keep the rest of the run
@@ -180,6 +184,9 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
             folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)
         gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
+        if result.failures is not None and len(result.failures):  # failure analysis: every mistake's numbers,
+            folder.write_part(index, result.failures, kind="failures")  # the top-k per class with pictures
+            failure_items = top_per_class(failure_items + result.failure_items, cfg.output.failures_per_class)
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v
         meter.advance(len(result.rows) + result.stats["n_failed"])
@@ -195,7 +202,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     merge_tables(cfg, folder, errors)
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
-    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started)
+    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, failure_items)
     _publish_artifact(summary, folder.report)
     return summary.to_dict()
 

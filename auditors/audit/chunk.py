@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.failures import analyse_mistakes
+from auditors.measure.failures import FailureItem, failure_columns, top_per_class
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
@@ -36,6 +38,8 @@ class ChunkResult:
     instances: pd.DataFrame | None = None
     gallery: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    failures: pd.DataFrame | None = None  # failures.parquet rows (mistaken labelled images)
+    failure_items: list[FailureItem] = field(default_factory=list)  # top-k per class, with pictures
 
 
 def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
@@ -73,6 +77,8 @@ def audit_chunk(
     records: list[dict] = []
     instance_records: list[dict] = []
     gallery: list[GalleryItem] = []
+    failures: list[dict] = []
+    failure_items: list[FailureItem] = []
     k = cfg.output.gallery_size
     with_instances = wants_instances(cfg)
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
@@ -92,7 +98,8 @@ def audit_chunk(
             continue
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
-            cam = engine.compute(to_input([item.model_view for item in loaded], prep, device), targets)
+            x = to_input([item.model_view for item in loaded], prep, device)
+            cam = engine.compute(x, targets)
             maps = upsample_maps(cam.maps, size)
             met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
             met = {name: t.cpu().numpy() for name, t in met.items()}
@@ -112,6 +119,14 @@ def audit_chunk(
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
+        if cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
+            try:
+                f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
+                                                   cfg.cam.pointing_tolerance, cfg.output.failures_per_class)
+                failures += f_rows
+                failure_items = top_per_class(failure_items + f_items, cfg.output.failures_per_class)
+            except Exception as exc:  # the images stay audited; only their failure analysis is missing
+                errors += [{"path": it.path, "stage": "failures", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
         first = len(records)
         for i, item in enumerate(loaded):
             row = {
@@ -154,18 +169,21 @@ def audit_chunk(
                     )
                 )
             gallery = top_k(gallery, k)
-        del loaded, per_image, maps, cam, cf_views
+        del loaded, per_image, maps, cam, cf_views, x
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
     n_degenerate = int((rows["cam_status"] != "ok").sum())
     # Region errors leave the image audited (that region's metrics are NaN): not a failed image.
-    n_failed = len({e["path"] for e in errors if e["stage"] != "regions"})
+    n_failed = len({e["path"] for e in errors if e["stage"] not in ("regions", "failures")})
     stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
     stats.update(builder.stats)
+    fcols = failure_columns(regions)
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
-    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances)
+    return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
+                       failures=pd.DataFrame.from_records(failures, columns=list(fcols)).astype(fcols) if failures else None,
+                       failure_items=failure_items)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
+from auditors.analysis.failures import failure_summary
 from auditors.analysis.gate import decide
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
 from auditors.audit.plan import Plan
@@ -23,6 +24,7 @@ from auditors.audit.summary import Summary, build_summary
 from auditors.config.schema import AuditConfig
 from auditors.regions.build import region_names, region_sources
 from auditors.audit.tables import empty_rows, wants_instances
+from auditors.measure.failures import empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.tokens.stage import TokenResult, analyse_tokens
 
@@ -37,6 +39,7 @@ class Finalized:
     images: pd.DataFrame
     errors: pd.DataFrame
     validation: dict[str, Any]
+    failures: pd.DataFrame | None = None
 
 
 def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
@@ -45,6 +48,8 @@ def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) ->
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
         folder.merge_parts(empty, kind="instances", dest=folder.instances)
+    if cfg.output.failures_per_class:
+        folder.merge_parts(empty_failures(region_names(cfg)), kind="failures", dest=folder.failures)
     folder.write_errors(errors)
     return n_rows
 
@@ -85,6 +90,7 @@ def summarise(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
+    failures: pd.DataFrame | None = None,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
@@ -99,7 +105,7 @@ def summarise(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed,
+        run_stats=run_stats, elapsed=elapsed, failures=failure_summary(images, failures, regions, cfg.stats),
     )
 
 
@@ -114,12 +120,13 @@ def finalize_run(
     """
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
+    failures = pd.read_parquet(folder.failures) if folder.failures.exists() else None
     validation = validate_run(plan, images, region_names(cfg))
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
-        run_stats=run_stats, started=started,
+        run_stats=run_stats, started=started, failures=failures,
     )
     write_json(folder.summary, summary.to_dict())
-    return Finalized(summary, images, errors, validation)
+    return Finalized(summary, images, errors, validation, failures)

@@ -73,6 +73,10 @@ class RunFolder:
         return self.dir / "errors.csv"
 
     @property
+    def failures(self) -> Path:
+        return self.dir / "failures.parquet"
+
+    @property
     def summary(self) -> Path:
         return self.dir / "summary.json"
 

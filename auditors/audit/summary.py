@@ -209,6 +209,8 @@ class Summary(Record):
     flagged_tokens: list[str] = Field(default_factory=list)
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
+    #: Failure analysis (analysis/failures.py); absent without labels or with output.failures_per_class 0.
+    failures: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -244,6 +246,7 @@ def build_summary(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
+    failures: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
@@ -262,7 +265,7 @@ def build_summary(
         "camaudit_version": auditors.__version__,
         "config": cfg.public_dict(),
         "n_images": int(len(images)),
-        "n_failed": int(errors.loc[errors["stage"] != "regions", "path"].nunique()),
+        "n_failed": int(errors.loc[~errors["stage"].isin(["regions", "failures"]), "path"].nunique()),
         "n_region_errors": int((errors["stage"] == "regions").sum()),
         "n_degenerate": int(run_stats.get("n_degenerate", 0)),
         "group_by": group_by,
@@ -282,4 +285,5 @@ def build_summary(
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        **({"failures": failures} if failures is not None else {}),
     })

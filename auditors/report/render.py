@@ -33,6 +33,8 @@ from auditors.report.charts import build_charts
 from auditors.report.classes import build_class_table
 from auditors.report.counterfactual import build_counterfactual
 from auditors.report.facts import lift_threshold
+from auditors.report.failures import build_failures
+from auditors.measure.failures import FailureItem
 from auditors.report.formatting import fmt_date, fmt_text
 from auditors.report.gallery import build_gallery
 from auditors.report.quality import MAX_ERROR_ROWS, build_counts, build_errors, build_validation, cam_status_counts
@@ -89,6 +91,7 @@ def build_context(
     errors: pd.DataFrame | None,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     summary = as_summary(summary)
@@ -105,6 +108,7 @@ def build_context(
         "verdict": build_verdict(summary, validation),
         "table": build_class_table(summary),
         "charts": build_charts(summary, images),  # workflows-report: inline SVG charts
+        "failures": build_failures(summary, failures),  # workflows-report: failure analysis
         "gallery": build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
                                  edit_order=cf_regions),
         "counterfactual": counterfactual,
@@ -129,11 +133,12 @@ def render_report(
     errors: pd.DataFrame | None,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> str:
     """The report as an HTML string (write_report without touching the disk)."""
     env = _environment()
     script = env.get_template("_sort.js.j2").render()
-    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops)
+    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops, failures)
     return env.get_template("report.html.j2").render(**context, script=Markup(script), csp=_csp(script))
 
 
@@ -146,15 +151,17 @@ def write_report(
     errors: pd.DataFrame,
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` atomically (a reader never sees half a report); return it.
 
     ``token_examples`` / ``token_crops`` (keyed by token, as the token stage returns them) feed
     the "Text the model uses" section: before/after examples of flagged tokens and small crops.
+    ``failures``: the most confident mistakes per class (failure analysis), with both maps.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops)
+    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops, failures)
     out = run_dir / REPORT_NAME
     tmp = out.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")
