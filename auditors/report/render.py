@@ -54,6 +54,7 @@ RUN_FILES: tuple[tuple[str, str], ...] = (
     ("errors.csv", "every image that could not be audited, with the stage and reason"),
     ("validation.json", "full Great Expectations validation results"),
 )
+FAILURES_FILE = ("failures.parquet", "one row per misclassified image: region masses for the predicted and the true class")
 
 
 def as_summary(summary: Summary | Mapping[str, Any]) -> Summary:
@@ -120,7 +121,7 @@ def build_context(
         "errors": errs,
         "validation": build_validation(validation),
         "regions": regions,
-        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES],
+        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES + ((FAILURES_FILE,) if summary.failures else ())],
         "max_error_rows": MAX_ERROR_ROWS,
     }
 
