@@ -113,7 +113,7 @@ class RunFolder:
         os.replace(tmp, dest)
         for p in parts:
             p.unlink()
-        if not any(self.parts.iterdir()):
+        if self.parts.is_dir() and not any(self.parts.iterdir()):
             self.parts.rmdir()
         return n
 

@@ -59,7 +59,9 @@ def test_finalize_run_without_prefect_writes_the_files_and_fails_on_invalid_tabl
                 target_layer="layer4", device="cpu", model_fingerprint="f")
     done = finalize_run(cfg, plan, folder, "r1", {"n_degenerate": 2}, None, None, "label", started=0.0)
     written = json.loads(folder.summary.read_text())
-    assert written == done.summary.to_dict() and list(written) == CONTRACT
+    # A labelled run with failure analysis on (the default) adds the 'failures' section at the end.
+    assert written == done.summary.to_dict() and list(written) == CONTRACT + ["failures"]
+    assert written["failures"]["n_errors"] == 0 and folder.failures.is_file()
     assert json.loads(folder.validation.read_text())["success"] is False
     assert written["validation"]["success"] is False and written["n_failed"] == 1
     assert written["gate"]["passed"] is False
