@@ -164,7 +164,7 @@ def scatter_chart(images: pd.DataFrame, region: str, group_by: str, classes: lis
     body = [f'<rect x="{LEFT}" y="{TOP}" width="{side}" height="{side}" fill="none" stroke="#ddd"/>',
             f'<line class="ref" x1="{x(0)}" y1="{y(0)}" x2="{x(hi)}" y2="{y(hi)}" stroke="#c0392b" '
             f'stroke-dasharray="4 3" data-value="1"/>',
-            f'<text x="{x(hi) - 4}" y="{y(hi) + 14}" text-anchor="end" font-size="10" fill="#c0392b">lift = 1</text>']
+            f'<text x="{x(hi * 0.6) + 8}" y="{y(hi * 0.6) + 12}" font-size="10" fill="#c0392b">lift = 1</text>']
     for aa, mm, k, cls in pts:
         color = PALETTE[k] if k < len(PALETTE) else OTHER
         body.append(f'<circle class="dot" cx="{x(aa)}" cy="{y(mm)}" r="2.5" fill="{color}" fill-opacity="0.55" '

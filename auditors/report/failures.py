@@ -43,14 +43,14 @@ def _sentence(region: str, block: dict[str, Any], level: str) -> str | None:
         return None
     noun = REGION_NOUNS.get(region, region.replace("_", " "))
 
-    def part(d: dict[str, Any]) -> str:
+    def part(d: dict[str, Any], what: str) -> str:
         span = interval(d.get("share_ci"))
         ci = f" ({level}interval {pct_words(span[0])}\u2013{pct_words(span[1])})" if span else ""
-        return f"{pct_words(d.get('share_lift_above_1'))} of {d.get('n')}{ci}"
+        return f"{pct_words(d.get('share_lift_above_1'))} of {d.get('n')} {what}{ci}"
 
-    text = f"The predicted-class map leans on {noun} (lift > 1) in {part(err)} mistakes"
+    text = f"The predicted-class map leans on {noun} (lift > 1) in {part(err, 'mistakes')}"
     if ok.get("n"):
-        text += f", against {part(ok)} correct predictions"
+        text += f", against {part(ok, 'correct predictions')}"
     return text + "."
 
 

@@ -35,9 +35,9 @@ def test_section_states_the_comparison_and_shows_both_maps():
     summary.failures = FAILURES
     items = [_item(HOSTILE_PATH, 0.97), _item("drama/001.jpg", 0.9)]
     section = build_failures(summary, items)
-    assert section["sentences"] == ["The predicted-class map leans on text (lift > 1) in 75% of 12 (95% interval "
-                                    "50%\u201392%) mistakes, against 20% of 160 (95% interval 14%\u201326%) correct "
-                                    "predictions."]
+    assert section["sentences"] == ["The predicted-class map leans on text (lift > 1) in 75% of 12 mistakes (95% "
+                                    "interval 50%\u201392%), against 20% of 160 correct predictions (95% interval "
+                                    "14%\u201326%)."]
     card = section["groups"][0]["cards"][0]
     assert [p["caption"] for p in card["panels"]] == ["Input", "Map for predicted 'horror'", "Map for true 'drama'"]
     assert card["panels"][1]["src"] != card["panels"][2]["src"]
