@@ -29,6 +29,7 @@ from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.plan import Plan, make_plan
 from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.exports import write_chunk_exports
 from auditors.measure.failures import FailureItem, top_per_class
 from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
 from auditors.audit.run_folder import RunFolder, new_run_id
@@ -68,7 +69,7 @@ def prepare(cfg: AuditConfig) -> Plan:
 
 #: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
 #: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 5
+CHUNK_FORMAT = 6
 
 
 def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
@@ -77,7 +78,7 @@ def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions", "counterfactual"})
     relevant["dataset"].pop("limit", None)
     h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}|{cfg.output.failures_per_class}".encode())
+    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}|{cfg.output.save_cams}|{cfg.output.failures_per_class}".encode())
     h.update(json.dumps(params["classes"]).encode())
     h.update(region_inputs_fingerprint(cfg, [e.path for e in params["entries"]]).encode())
     root = Path(cfg.dataset.root)
@@ -180,6 +181,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
             meter.advance(len(entries))
             return
         folder.write_part(index, result.rows)
+        write_chunk_exports(folder.parts, index, result, folder.write_part)
         if result.instances is not None:
             folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)

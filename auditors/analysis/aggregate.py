@@ -30,11 +30,29 @@ def _seed(stats: StatsConfig, group: str, key: str) -> int:
     return (stats.seed * 1_000_003 + zlib.crc32(f"{group}|{key}".encode())) & 0x7FFFFFFF
 
 
+def _reachable_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+    """``<r>_max_lift`` (mean reachable mass / mean area) and ``<r>_norm_lift`` (mean mass / mean
+    reachable mass, with interval): the share of the mass a map at the target layer's
+    resolution could put on the region that it does put there, comparable across models."""
+    if f"{r}_max_lift" not in df:
+        return {}
+    mass, area = df[f"{r}_mass"].to_numpy(float), df[f"{r}_area"].to_numpy(float)
+    reach = df[f"{r}_max_lift"].to_numpy(float) * area
+    ok = np.isfinite(mass) & np.isfinite(reach) & np.isfinite(area)
+    max_lift = reach[ok].mean() / area[ok].mean() if ok.any() and area[ok].mean() > 0 else float("nan")
+    norm = mass[ok].mean() / reach[ok].mean() if ok.any() and reach[ok].mean() > 0 else float("nan")
+    return {
+        f"{r}_max_lift": finite(max_lift),
+        f"{r}_norm_lift": finite(norm),
+        f"{r}_norm_lift_ci": ratio_ci(mass[ok], reach[ok], st.bootstrap, st.ci, _seed(st, group, f"{r}_norm_lift")),
+    }
+
+
 def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
     mass, area = df[f"{r}_mass"].to_numpy(float), df[f"{r}_area"].to_numpy(float)
     both = np.isfinite(mass) & np.isfinite(area)
     lift = mass[both].mean() / area[both].mean() if both.any() and area[both].mean() > 0 else float("nan")
-    return {
+    return {**_reachable_stats(df, r, st, group),
         f"{r}_mass": _mean(df[f"{r}_mass"]),
         f"{r}_area": _mean(df[f"{r}_area"]),
         f"{r}_lift": finite(lift),
@@ -58,6 +76,9 @@ def _counterfactual_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str)
         f"{r}_effect": _mean(edited[f"{r}_effect"]),
         f"{r}_effect_ci": mean_ci(effect, st.bootstrap, st.ci, _seed(st, group, f"{r}_effect")),
     }
+    status = df.get(f"{r}_placebo_status")
+    # Images with the region but no valid placebo: left out of the effect above, counted here.
+    out[f"n_{r}_no_placebo"] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
     return out
 
 
@@ -80,7 +101,7 @@ def class_stats(df: pd.DataFrame, cfg: AuditConfig, regions: list[str], group: s
     out: dict[str, Any] = {"n": int(len(df))}
     for r in regions:
         out.update(_region_stats(df, r, cfg.stats, group))
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     for r in cf_regions:
         out.update(_counterfactual_stats(df, r, cfg.stats, group))
     # Contract keys (summary.json since 0.1): text removal vs placebo flip rates.

@@ -89,6 +89,7 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
         if stats["n"] >= gate.min_images_per_class:
             found += [_rule(stats, name, f"{r}_lift", t) for r, t in lifts.items()]
             found += [_rule(stats, name, f"{r}_effect", t) for r, t in effects.items()]
+            found += [_rule(stats, name, f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
         found = [f for f in found if f is not None]
         stats["flagged"] = bool(found)
         stats["flag_reasons"] = [

@@ -31,7 +31,11 @@ def manifest_expectations(classes: list[str], labelled: bool) -> list:
     return exps
 
 
-def images_expectations(classes: list[str], regions: list[str]) -> list:
+def images_expectations(
+    classes: list[str], regions: list[str], cf_regions: list[str] | None = None, placebo_max_overlap: float = 0.0
+) -> list:
+    """Definitions the per-image table must satisfy; a placebo overlapping its region beyond the
+    stated tolerance is a broken control and fails validation."""
     import great_expectations.expectations as gxe
 
     exps = [
@@ -47,6 +51,12 @@ def images_expectations(classes: list[str], regions: list[str]) -> list:
             gxe.ExpectColumnValuesToBeBetween(column=f"{r}_area", min_value=0.0, max_value=1.0),
             gxe.ExpectColumnValuesToBeBetween(column=f"{r}_lift", min_value=0.0),
             gxe.ExpectColumnValuesToBeInSet(column=f"{r}_hit", value_set=[0.0, 1.0]),
+            gxe.ExpectColumnValuesToBeBetween(column=f"{r}_norm_lift", min_value=0.0, max_value=1.0 + 1e-6),
+        ]
+    for r in cf_regions or []:
+        exps += [
+            gxe.ExpectColumnValuesToBeBetween(column=f"{r}_placebo_overlap", min_value=0.0, max_value=placebo_max_overlap,
+                                              row_condition=f'{r}_placebo_status=="ok"', condition_parser="pandas"),
         ]
     return exps
 

@@ -15,15 +15,17 @@ import pandas as pd
 import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
+from auditors.audit.exports import region_rows
 from auditors.audit.failures import analyse_mistakes
 from auditors.measure.failures import FailureItem, failure_columns, top_per_class
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
+from auditors.audit.variants import layer_values, run_cams, saved_maps, target_columns, target_rows
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
 from auditors.interventions.runner import region_counterfactuals
 from auditors.measure.instances import INSTANCE_COLUMNS, instance_rows, top_instance_columns
-from auditors.measure.metrics import display_map, region_metrics, upsample_maps
+from auditors.measure.metrics import display_map, reachable_mass, region_metrics, upsample_maps
 from auditors.models.engines import class_name, engine_for
 from auditors.models.loading import select_device
 from auditors.regions import Region
@@ -40,11 +42,14 @@ class ChunkResult:
     stats: dict[str, int] = field(default_factory=dict)
     failures: pd.DataFrame | None = None  # failures.parquet rows (mistaken labelled images)
     failure_items: list[FailureItem] = field(default_factory=list)  # top-k per class, with pictures
+    targets: pd.DataFrame | None = None  # cam.target: topk, one row per image and rank
+    regions: list[dict] = field(default_factory=list)  # regions.parquet rows
+    cams: dict[str, np.ndarray] = field(default_factory=dict)  # output.save_cams
 
 
 def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -> torch.Tensor | None:
-    """Class indices for ``cam.target``: None (predicted), true labels, or one named class."""
-    if target == "predicted":
+    """Class indices for ``cam.target``: None (predicted / top-k), true labels, or one named class."""
+    if target in ("predicted", "topk"):
         return None
     index = {c: i for i, c in enumerate(classes)}
     if target == "label":
@@ -82,6 +87,9 @@ def audit_chunk(
     k = cfg.output.gallery_size
     with_instances = wants_instances(cfg)
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
+    target_records: list[dict] = []
+    region_records: list[dict] = []
+    cams: dict[str, np.ndarray] = {}
 
     for batch in chunked(entries, cfg.cam.batch_size):
         loaded = load_batch(batch, root, prep, errors)
@@ -99,9 +107,15 @@ def audit_chunk(
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
             x = to_input([item.model_view for item in loaded], prep, device)
-            cam = engine.compute(x, targets)
+            run = run_cams(engine, cfg, x, targets)
+            cam = run.primary
             maps = upsample_maps(cam.maps, size)
-            met = region_metrics(maps, torch.from_numpy(masks).to(device), cfg.cam.pointing_tolerance)
+            masks_t = torch.from_numpy(masks).to(device)
+            met = region_metrics(maps, masks_t, cfg.cam.pointing_tolerance)
+            # The best lift a map at the target layer's resolution could reach, and lift against it.
+            reach = reachable_mass(masks_t, tuple(cam.maps.shape[-2:]))
+            met["max_lift"] = reach / met["area"].to(reach.dtype)
+            met["norm_lift"] = met["mass"].to(reach.dtype) / reach
             met = {name: t.cpu().numpy() for name, t in met.items()}
             for name in met:  # a region that could not be built has no metrics, not zero ones
                 met[name][failed] = np.nan
@@ -116,6 +130,14 @@ def audit_chunk(
                 cf_cols, cf_views = region_counterfactuals(
                     engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
                 )
+            tol = cfg.cam.pointing_tolerance
+            by_layer = layer_values(cam.layer_maps, masks_t, regions, size, tol, failed)
+            if run.maps is not None:
+                base = [{"path": it.entry.path, "label": it.entry.label, "pred": class_name(classes, int(pred[i])),
+                         "confidence": float(conf[i])} for i, it in enumerate(loaded)]
+                target_records += target_rows(run, base, masks_t, regions, size, tol, failed, classes)
+            if cfg.output.save_cams:
+                cams.update(saved_maps(run, [it.entry.path for it in loaded]))
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
@@ -143,9 +165,13 @@ def audit_chunk(
             }
             row.update(extras[i])
             for j, r in enumerate(regions):
-                for name in ("mass", "area", "lift", "hit"):
+                for name in ("mass", "area", "lift", "hit", "max_lift", "norm_lift"):
                     row[f"{r}_{name}"] = float(met[name][i, j])
             row.update(cf_cols[i])
+            row.update(by_layer[i])
+            if run.maps is not None:
+                row["target_rank"] = 0
+            region_records += region_rows(row["path"], per_image[i], row["height"], row["width"])
             if with_instances and "text" in per_image[i]:
                 inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
                                      item.placement, maps[i], cfg.regions.text.min_score)
@@ -169,7 +195,7 @@ def audit_chunk(
                     )
                 )
             gallery = top_k(gallery, k)
-        del loaded, per_image, maps, cam, cf_views, x
+        del loaded, per_image, maps, cam, cf_views, run, x
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
@@ -182,7 +208,12 @@ def audit_chunk(
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
+    targets_df = None
+    if cfg.cam.target == "topk":
+        tcols = target_columns(cfg, regions)
+        targets_df = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
     return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
+                       targets=targets_df, regions=region_records, cams=cams,
                        failures=pd.DataFrame.from_records(failures, columns=list(fcols)).astype(fcols) if failures else None,
                        failure_items=failure_items)
 

@@ -18,6 +18,8 @@ from auditors.analysis.aggregate import aggregate
 from auditors.analysis.failures import failure_summary
 from auditors.analysis.gate import decide
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.analysis.depth import variant_summary
+from auditors.audit.exports import merge_exports
 from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
 from auditors.audit.summary import Summary, build_summary
@@ -44,6 +46,7 @@ class Finalized:
 
 def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
     """Merge streamed part files into images.parquet (and text_instances.parquet); write errors.csv."""
+    merge_exports(cfg, folder)  # regions.parquet, targets.parquet (top-k), cams.npz (opt-in)
     n_rows = folder.merge_parts(empty_rows(cfg))
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
@@ -65,13 +68,15 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -
     return result
 
 
-def validate_run(plan: Plan, images: pd.DataFrame, regions: list[str]) -> dict[str, Any]:
+def validate_run(
+    plan: Plan, images: pd.DataFrame, regions: list[str], cf_regions: list[str] | None = None, placebo_max_overlap: float = 0.0
+) -> dict[str, Any]:
     """Great Expectations on what was asked (the manifest) and what was produced (images)."""
     entries = plan.index.entries
     manifest = pd.DataFrame({"path": [e.path for e in entries], "label": [e.label for e in entries]})
     return validate_tables({
         "manifest": (manifest, manifest_expectations(plan.classes, plan.index.labelled)),
-        "images": (images, images_expectations(plan.classes, regions)),
+        "images": (images, images_expectations(plan.classes, regions, cf_regions, placebo_max_overlap)),
     })
 
 
@@ -91,13 +96,14 @@ def summarise(
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
     failures: pd.DataFrame | None = None,
+    variants: dict[str, Any] | None = None,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
     ``started``: the run's ``time.perf_counter()`` at its start, for the timing section.
     """
     regions = region_names(cfg)
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     per_class, overall = aggregate(images, cfg, classes, regions, group_by)
     gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation)
     elapsed = time.perf_counter() - started if started is not None else 0.0
@@ -105,7 +111,8 @@ def summarise(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed, failures=failure_summary(images, failures, regions, cfg.stats),
+        run_stats=run_stats, elapsed=elapsed, variants=variants,
+        failures=failure_summary(images, failures, regions, cfg.stats),
     )
 
 
@@ -121,12 +128,13 @@ def finalize_run(
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
     failures = pd.read_parquet(folder.failures) if folder.failures.exists() else None
-    validation = validate_run(plan, images, region_names(cfg))
+    validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(), cfg.counterfactual.placebo_max_overlap)
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
         run_stats=run_stats, started=started, failures=failures,
+        variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
     )
     write_json(folder.summary, summary.to_dict())
     return Finalized(summary, images, errors, validation, failures)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from auditors.cam import find_target_layer, get_module
+from auditors.cam import get_module, resolve_target
 from auditors.config.schema import AuditConfig
 from auditors.data.discovery import DatasetIndex, discover
 from auditors.errors import ConfigError
@@ -35,8 +35,10 @@ def _check_target(cfg: AuditConfig, index: DatasetIndex, classes: list[str]) -> 
     target = cfg.cam.target
     if target == "label" and not index.labelled:
         raise ConfigError("cam.target: 'label' needs labels, but the dataset has none (manifest without a label column)")
-    if target not in ("predicted", "label") and target not in classes:
-        raise ConfigError(f"cam.target: {target!r} is not 'predicted', 'label' or a class name ({classes})")
+    if target == "topk" and cfg.cam.k > len(classes):
+        raise ConfigError(f"cam.k: {cfg.cam.k} exceeds the number of classes ({len(classes)})")
+    if target not in ("predicted", "label", "topk") and target not in classes:
+        raise ConfigError(f"cam.target: {target!r} is not 'predicted', 'label', 'topk' or a class name ({classes})")
 
 
 def make_plan(cfg: AuditConfig) -> Plan:
@@ -52,7 +54,7 @@ def make_plan(cfg: AuditConfig) -> Plan:
         from auditors.regions.build import region_names
 
         enabled = region_names(cfg)
-        for r in cfg.counterfactual.regions:
+        for r in cfg.counterfactual.regions or []:
             if r not in enabled:
                 raise ConfigError(f"counterfactual.regions: {r!r} is not an enabled region ({enabled})")
     if cfg.model.classes is None:
@@ -77,11 +79,13 @@ def make_plan(cfg: AuditConfig) -> Plan:
             "TorchScript modules do not support hooks; audit the eager model instead (model.arch or model.factory "
             "with its state_dict as model.checkpoint)"
         )
-    if cfg.model.target_layer:
-        get_module(model, cfg.model.target_layer)
-        target_layer = cfg.model.target_layer
-    else:
-        target_layer = find_target_layer(model, (h, w), device)
+    # One resolver for plan and engines, so that a ViT gets its token layer, not conv_proj.
+    target_layer, _ = resolve_target(model, (h, w), device, cfg.model.target_layer, cfg.model.reshape)
+    for name in cfg.cam.layers or []:
+        try:
+            get_module(model, name)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("model.target_layer", "cam.layers")) from None
     return Plan(cfg, index, classes, target_layer, str(device), model_fingerprint(cfg.model))
 
 

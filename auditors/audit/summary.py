@@ -117,6 +117,9 @@ class CamInfo(Record):
     target: str | None = None
     target_layer: str | None = None
     device: str | None = None
+    layers: list[str] | None = None  # cam.layers
+    k: int | None = None  # cam.target: topk
+    reshape: str | None = None  # model.reshape
 
 
 class RegionSource(Record):
@@ -132,6 +135,9 @@ class CounterfactualInfo(Record):
     regions: list[str] = Field(default_factory=list)
     method: str | None = None
     margin: int | None = None
+    #: per intervened region: images left out of effects because no valid placebo exists
+    n_no_placebo: dict[str, int] | None = None
+    placebo_max_overlap: float | None = None
 
 
 class StatsInfo(Record):
@@ -172,6 +178,7 @@ class TokenEntry(Record):
     effect_ci: list[float] | None = None
     flip_rate_removed: float | None = None
     flip_rate_placebo: float | None = None
+    n_no_placebo: int | None = None
     risk: float | None = None
     flagged: bool = False
 
@@ -209,6 +216,10 @@ class Summary(Record):
     flagged_tokens: list[str] = Field(default_factory=list)
     timing: Timing | None = None
     text_detection: dict[str, int] = Field(default_factory=dict)
+    # CAM variants (analysis/depth.py): per-layer lift, per-target-class stats, export files
+    layers: dict[str, Any] | None = None
+    targets: dict[str, Any] | None = None
+    exports: dict[str, str | None] = Field(default_factory=dict)
     #: Failure analysis (analysis/failures.py); absent without labels or with output.failures_per_class 0.
     failures: dict[str, Any] | None = None
 
@@ -225,6 +236,17 @@ class Summary(Record):
         """The token settings the run used; None when its config recorded no tokens section."""
         section = self.config.get("tokens")
         return TokensConfig.model_validate(section) if isinstance(section, dict) else None
+
+
+def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]) -> dict[str, Any]:
+    """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
+    if not cf_regions:
+        return {}
+    n_no = {}
+    for r in cf_regions:
+        status = images.get(f"{r}_placebo_status")
+        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
 
 
 def build_summary(
@@ -246,6 +268,7 @@ def build_summary(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
+    variants: dict[str, Any] | None = None,
     failures: dict[str, Any] | None = None,
     created_at: datetime | None = None,
 ) -> Summary:
@@ -255,7 +278,7 @@ def build_summary(
     (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result.
     """
     run_stats = run_stats or {}
-    cf_regions = list(cfg.counterfactual.regions) if cfg.counterfactual.enabled else []
+    cf_regions = cfg.counterfactual_regions()
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     return Summary.model_validate({
@@ -271,19 +294,22 @@ def build_summary(
         "group_by": group_by,
         "regions": regions,
         "region_sources": region_sources,
-        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device},
+        "cam": {"method": cfg.cam.method, "target": cfg.cam.target, "target_layer": target_layer, "device": device,
+                "layers": cfg.cam.layers, "k": cfg.cam.k if cfg.cam.target == "topk" else None, "reshape": cfg.model.reshape},
         "classes": per_class,
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
         "gate": gate,
         "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
-                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin},
+                           "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
+                           **placebo_counts(images, cfg, cf_regions)},
         "stats": {"bootstrap": cfg.stats.bootstrap, "ci": cfg.stats.ci, "seed": cfg.stats.seed, "interval": INTERVAL},
         "sanity": sanity,
         "tokens": tokens,
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        **(variants or {}),  # layers, targets, exports
         **({"failures": failures} if failures is not None else {}),
     })

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from auditors.config.schema import AuditConfig
+from auditors.audit.variants import variant_columns
 from auditors.interventions.runner import counterfactual_columns
 from auditors.regions.build import RegionBuilder, region_names
 
@@ -31,7 +32,10 @@ def row_columns(cfg: AuditConfig) -> dict[str, str]:
         cols.update({f"{r}_mass": "float64", f"{r}_area": "float64", f"{r}_lift": "float64", f"{r}_hit": "float64"})
     if wants_instances(cfg):
         cols.update({"text_top_instance": "Int64", "text_top_instance_mass": "float64", "text_top_instance_share": "float64"})
-    cols.update(counterfactual_columns(cfg.counterfactual))
+    cols.update(counterfactual_columns(cfg.counterfactual, regions))
+    cols.update(variant_columns(cfg, regions))  # cam.target: topk / cam.layers (none by default)
+    for r in regions:  # added after the 0.1 columns: extend, never reorder
+        cols.update({f"{r}_max_lift": "float64", f"{r}_norm_lift": "float64"})
     return cols
 
 

@@ -2,14 +2,14 @@
 
 Public API: :class:`CamEngine` (``compute``, ``compute_topk``, ``compute_classes``),
 :class:`CamBatch`, :class:`TopkCamBatch`, :data:`METHODS`, :func:`find_target_layer`,
-:func:`detect_target`, :func:`get_module`, :func:`vit_reshape_transform`, :func:`nhwc_to_nchw`,
+:func:`detect_target`, :func:`resolve_target`, :func:`get_module`, :func:`vit_reshape_transform`, :func:`nhwc_to_nchw`,
 :func:`detect_gap_linear_head`.
 """
 
 from auditors.cam._validation import CamParameterError
-from auditors.cam.engine import AMP_MODES, GRADIENT_SOURCES, METHODS, CamBatch, CamEngine, TopkCamBatch
+from auditors.cam.engine import AMP_MODES, ENGINE_METHODS, GRADIENT_SOURCES, METHODS, CamBatch, CamEngine, TopkCamBatch
 from auditors.cam.head import GapLinearHead, detect_gap_linear_head
-from auditors.cam.layers import detect_target, find_target_layer, get_module
+from auditors.cam.layers import RESHAPE_MODES, detect_target, find_target_layer, get_module, resolve_target, vit_grid
 from auditors.cam.reshape import nhwc_to_nchw, vit_reshape_transform
 
 __all__ = [
@@ -17,6 +17,10 @@ __all__ = [
     "CamBatch",
     "TopkCamBatch",
     "METHODS",
+    "ENGINE_METHODS",
+    "RESHAPE_MODES",
+    "resolve_target",
+    "vit_grid",
     "AMP_MODES",
     "GRADIENT_SOURCES",
     "CamParameterError",

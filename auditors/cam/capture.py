@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Captured", "capture"]
+__all__ = ["Captured", "capture", "capture_many"]
 
 
 @dataclass
@@ -72,3 +72,43 @@ def capture(layer: nn.Module, name: str, *, requires_grad: bool) -> Iterator[Cap
         yield cap
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def capture_many(layers: dict[str, nn.Module]) -> Iterator[dict[str, Captured]]:
+    """Hook several layers so that ONE backward yields the gradient at every one of them.
+
+    Why not one leaf per layer: a leaf cuts the graph, so a shallower layer's leaf would no
+    longer reach the score through the deeper one. Instead an output that is already part of
+    a graph (it depends on an earlier captured layer, or the whole forward records gradients,
+    as guided backprop needs) is kept as the non-leaf tensor autograd differentiates to; an
+    output that is not (the first captured layer in a ``no_grad`` forward) becomes a fresh leaf
+    and switches recording on from there, exactly like :func:`capture`. Downstream modules get
+    a clone either way, so in-place ops after a layer leave the captured tensor intact.
+    """
+    caps = {name: Captured(name) for name in layers}
+
+    def make_hook(name: str):
+        def hook(_m: nn.Module, _inp: tuple, out: object) -> Tensor:
+            cap = caps[name]
+            if not isinstance(out, Tensor):
+                raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a Tensor; choose a module whose output is one tensor")
+            cap.calls += 1
+            if cap.calls > 1:
+                raise RuntimeError(f"layer {name!r} ran {cap.calls} times in one forward; choose a module that runs once")
+            if out.requires_grad:
+                cap.activation = out
+                return out.clone()
+            torch.set_grad_enabled(True)  # the caller's no_grad() restores it on exit
+            leaf = out.detach().requires_grad_(True)
+            cap.activation = leaf
+            return leaf.clone()
+
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name)) for name, module in layers.items()]
+    try:
+        yield caps
+    finally:
+        for h in handles:
+            h.remove()

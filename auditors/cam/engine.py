@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -26,12 +26,18 @@ from auditors.cam._validation import (
     check_choice,
     check_size,
 )
-from auditors.cam.capture import capture
+from auditors.cam.capture import capture, capture_many
+from auditors.cam.gradients import grads_to
+from auditors.cam.guided import guided_map, guided_relus
 from auditors.cam.head import GapLinearHead, detect_gap_linear_head
 from auditors.cam.layers import detect_target, get_module
 from auditors.cam.methods import GRADIENT_FREE, METHODS
 
-__all__ = ["CamEngine", "CamBatch", "TopkCamBatch", "METHODS", "AMP_MODES", "GRADIENT_SOURCES"]
+__all__ = ["CamEngine", "CamBatch", "TopkCamBatch", "METHODS", "ENGINE_METHODS", "AMP_MODES", "GRADIENT_SOURCES"]
+
+#: Every ``method`` the engine accepts: the formulas of :data:`METHODS` plus Guided Grad-CAM
+#: (Grad-CAM x guided backprop, a full-resolution map; see :mod:`auditors.cam.guided`).
+ENGINE_METHODS = (*METHODS, "guided_gradcam")
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: "auto": closed form where the head allows it, else autograd; "analytic": closed form or error.
@@ -51,12 +57,15 @@ class CamBatch:
 
     ``maps`` are ReLU'd, un-normalised, at the target layer's resolution (B, h, w), float32.
     ``degenerate`` marks maps whose total is zero or not finite: their ratios are undefined.
+    ``layer_maps``: the maps of every layer in the engine's ``layers`` (same forward), by name.
+    Guided Grad-CAM maps are at input resolution (B, H, W).
     """
 
     maps: Tensor
     logits: Tensor
     targets: Tensor
     degenerate: Tensor
+    layer_maps: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def probs(self) -> Tensor:
@@ -74,6 +83,7 @@ class TopkCamBatch:
     logits: Tensor
     classes: Tensor
     degenerate: Tensor
+    layer_maps: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def probs(self) -> Tensor:
@@ -105,7 +115,8 @@ class CamEngine:
     model : nn.Module in eval mode (parameters may be frozen).
     target_layer : dotted module name, or None to auto-detect (the last spatial layer of a CNN;
         ``ln_1`` of the last block, with a token transform, for torchvision ViT).
-    method : one of :data:`METHODS`. ``"cam"`` needs a global-average-pool + linear head.
+    method : one of :data:`ENGINE_METHODS`. ``"cam"`` needs a global-average-pool + linear head;
+        ``"guided_gradcam"`` returns full-resolution maps (B, H, W) and needs nn.ReLU modules.
     input_size : (H, W) of the batches; used for auto-detection and the head probe.
     amp : "auto" | "off" | "bf16" | "fp16"; autocast is used on CUDA only.
     reshape_transform : maps a token-shaped activation (..., N, C) to (..., C, h, w) (ViT/Swin);
@@ -114,6 +125,9 @@ class CamEngine:
         for convolutional nets on CPU and on tensor-core GPUs.
     gradient : "auto" | "autograd" | "analytic" (see :data:`GRADIENT_SOURCES`). The closed form
         is used only after it was verified against autograd on a probe batch at construction.
+    layers : further dotted layer names whose maps come from the same forward and the same
+        backward (``CamBatch.layer_maps``); they share ``reshape_transform``. Autograd is used
+        then, since a shallower layer's gradient passes through the deeper ones anyway.
     """
 
     def __init__(
@@ -127,10 +141,11 @@ class CamEngine:
         *,
         channels_last: bool = False,
         gradient: str = "auto",
+        layers: Sequence[str] = (),
     ):
         if not isinstance(model, nn.Module):
             raise CamParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self._method = check_choice("method", method, METHODS)
+        self._method = check_choice("method", method, ENGINE_METHODS)
         self.input_size = check_size("input_size", input_size)
         self.amp = check_choice("amp", amp, AMP_MODES)
         self.reshape_transform = check_callable("reshape_transform", reshape_transform)
@@ -153,6 +168,13 @@ class CamEngine:
                 self.reshape_transform = auto_transform
         self.target_layer: str = target_layer
         self.layer = get_module(model, target_layer)
+        if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+            raise CamParameterError(f"layers must be a list of dotted module names, got {layers!r}")
+        self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
+        if self.layers and self.method in GRADIENT_FREE:
+            raise CamParameterError(f"method={method!r} is defined for the GAP + linear head's layer only; it cannot use layers")
+        # Capture order does not matter (hooks fire in execution order); the target layer is first.
+        self._modules = {n: get_module(model, n) for n in dict.fromkeys([target_layer, *self.layers])}
         self.amp_dtype = _amp_dtype(self.device, self.amp)
 
         self.head: GapLinearHead | None = None
@@ -177,7 +199,7 @@ class CamEngine:
 
     @method.setter
     def method(self, value: str) -> None:
-        value = check_choice("method", value, METHODS)
+        value = check_choice("method", value, ENGINE_METHODS)
         if value in GRADIENT_FREE and self.head is None:
             raise CamParameterError(f"method={value!r} needs a verified GAP + linear head: {self.head_reason}")
         self._method = value
@@ -201,8 +223,8 @@ class CamEngine:
         """
         x = self._prepare(x)
         t = None if targets is None else self._as_index(targets, len(x))
-        logits, maps, classes = self._run(x, lambda lg: lg.argmax(dim=1) if t is None else self._checked(t, lg))
-        return CamBatch(maps=maps, logits=logits, targets=classes, degenerate=_degenerate(maps))
+        logits, maps, classes, by_layer = self._run(x, lambda lg: lg.argmax(dim=1) if t is None else self._checked(t, lg))
+        return CamBatch(maps=maps, logits=logits, targets=classes, degenerate=_degenerate(maps), layer_maps=by_layer)
 
     def compute_topk(self, x: Tensor, k: int) -> TopkCamBatch:
         """Maps for the ``k`` highest-scoring classes of every image, from one forward and one
@@ -217,8 +239,8 @@ class CamEngine:
                 raise CamParameterError(f"k={k} exceeds the number of classes ({lg.shape[1]})")
             return lg.topk(k, dim=1).indices
 
-        logits, maps, classes = self._run(x, pick)
-        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps))
+        logits, maps, classes, by_layer = self._run(x, pick)
+        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps), layer_maps=by_layer)
 
     def compute_classes(self, x: Tensor, classes: Tensor) -> TopkCamBatch:
         """Maps for given classes per image: ``classes`` (B, k) indices -> maps (B, k, h, w)."""
@@ -226,8 +248,8 @@ class CamEngine:
         if not isinstance(classes, Tensor) or classes.ndim != 2 or len(classes) != len(x):
             raise CamParameterError(f"classes must be a (batch, k) index tensor, got {getattr(classes, 'shape', classes)}")
         classes = classes.long()
-        logits, maps, classes = self._run(x, lambda lg: self._checked(classes, lg))
-        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps))
+        logits, maps, classes, by_layer = self._run(x, lambda lg: self._checked(classes, lg))
+        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps), layer_maps=by_layer)
 
     # ------------------------------------------------------------------ internals
     def _probe_batch(self) -> Tensor:
@@ -281,8 +303,10 @@ class CamEngine:
         shape = t.shape[: lead + 1]
         return self.reshape_transform(t.flatten(0, lead)).unflatten(0, shape)
 
-    def _run(self, x: Tensor, pick: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """One forward (+ at most one gradient call) -> (logits float, ReLU'd maps, classes)."""
+    def _run(self, x: Tensor, pick: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """One forward (+ at most one gradient call) -> (logits float, ReLU'd maps, classes, layer maps)."""
+        if self.layers or self.method == "guided_gradcam":
+            return self._multi(x, pick)
         if self.head is not None:
             logits, a, g, classes = self._analytic(x, pick)
         else:
@@ -290,7 +314,40 @@ class CamEngine:
         if classes.ndim == 2:  # (B, k): one activation serves k gradients
             a = a.unsqueeze(1)
         maps = torch.relu(METHODS[self.method](a, g))
-        return logits, maps, classes
+        return logits, maps, classes, {}
+
+    def _multi(self, x: Tensor, pick: Callable[[Tensor], Tensor]):
+        """Several layers and/or guided backprop: one forward, one backward to all layers
+        (plain gradients), and for guided Grad-CAM one more to the input (guided gradients)."""
+        guided = self.method == "guided_gradcam"
+        names = list(self._modules)
+        with torch.inference_mode(False), torch.enable_grad():
+            with contextlib.ExitStack() as stack:
+                state = stack.enter_context(guided_relus(self.model)) if guided else None
+                xin = x.detach().requires_grad_(True) if guided else x
+                with capture_many(self._modules) as caps:
+                    with (contextlib.nullcontext() if guided else torch.no_grad()), self._autocast():
+                        out = self.model(xin)
+                    acts = [caps[n].get() for n in names]
+            if out.grad_fn is None:
+                raise RuntimeError(f"the model output does not depend on the layers {names}")
+            classes = pick(out.detach())
+            grads = grads_to(out, acts, classes, names, retain=guided)
+            if guided:
+                state.guided = True  # the gates read this during the next backward only
+                (gx,) = grads_to(out, [xin], classes, ["input"], retain=False)
+        lead = 0 if classes.ndim == 1 else 1
+        formula = METHODS["gradcam" if guided else self.method]
+        by_layer: dict[str, Tensor] = {}
+        for name, act, g in zip(names, acts, grads):
+            a = self._to_nchw(act.detach(), 0).float()
+            if lead:
+                a = a.unsqueeze(1)
+            m = torch.relu(formula(a, self._to_nchw(g, lead).float()))
+            by_layer[name] = guided_map(m, gx) if guided else m
+        maps = by_layer[self.target_layer]
+        return out.detach().float(), maps, classes, {n: by_layer[n] for n in self.layers}
+
 
     def _analytic(self, x: Tensor, pick: Callable[[Tensor], Tensor]):
         with torch.inference_mode(), capture(self.layer, self.target_layer, requires_grad=False) as cap:

@@ -46,6 +46,11 @@ class ModelConfig(_Strict):
         description="How originals become input_size: stretch, resize-shorter-side + centre crop, or pad.",
     )
     target_layer: str | None = Field(default=None, description="Dotted module name; null = auto-detect.")
+    reshape: Literal["auto", "none", "vit", "swin"] = Field(
+        default="auto",
+        description="Token/NHWC activations to NCHW maps: auto (ViT token layers and torchvision Swin stages detected), "
+        "vit (tokens, grid read from the token count), swin (NHWC), none.",
+    )
 
     @field_validator("input_size")
     @classmethod
@@ -75,8 +80,17 @@ class ModelConfig(_Strict):
 
 
 class CamConfig(_Strict):
-    method: Literal["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "cam", "negcam"] = "gradcam"
-    target: str = Field(default="predicted", description="predicted | label | <class name>")
+    method: Literal["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "cam", "negcam", "guided_gradcam"] = Field(
+        default="gradcam", description="guided_gradcam = Grad-CAM x guided backprop, a full-resolution map."
+    )
+    target: str = Field(default="predicted", description="predicted | label | topk | <class name>")
+    k: int = Field(default=3, ge=1, le=100, description="target: topk: the k most likely classes per image, one pass.")
+    layers: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Extra layers whose maps come from the same forward; adds <region>_mass@<layer> and "
+        "<region>_lift@<layer> columns. null = the target layer only.",
+    )
     batch_size: int = Field(default=32, ge=1)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
@@ -88,6 +102,16 @@ class CamConfig(_Strict):
     pointing_tolerance: int = Field(
         default=0, ge=0, description="Pixels (model input space) the argmax may miss a region by."
     )
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct_layers(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if any(not n or n != n.strip() for n in v):
+                raise ValueError("layers must be non-empty dotted module names")
+            if len(set(v)) != len(v):
+                raise ValueError(f"layers lists a layer twice: {v}")
+        return v
 
 
 class TextRegionConfig(_Strict):
@@ -228,11 +252,28 @@ class CounterfactualConfig(_Strict):
     method: Literal["telea", "ns"] = Field(default="telea", description="OpenCV inpainting: Telea or Navier-Stokes.")
     radius: int = Field(default=3, ge=1, le=50, description="Inpainting neighbourhood radius (model-input pixels).")
     margin: int = Field(default=2, ge=0, le=50, description="Dilate the removed mask by this many pixels first.")
-    regions: list[str] = Field(
-        default=["text"], min_length=1, description="Regions to intervene on (each with its own matched placebo)."
+    regions: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Regions to intervene on (each with its own matched placebo); null = every enabled region "
+        "except background (its placebo would have to remove the foreground).",
     )
     seed: int = Field(default=0, description="Seed of the placebo placement (mixed with each image's hash).")
-    placebo_tries: int = Field(default=200, ge=1, description="Random placements tried to avoid the real region.")
+    placebo_tries: int = Field(default=200, ge=1, description="Placement attempts per image (one per piece and orientation).")
+    placebo_max_overlap: float = Field(
+        default=0.0, ge=0.0, le=0.25,
+        description="Largest share of the removed (dilated) region a placebo may cover; images without such a "
+        "placebo are recorded (<r>_placebo_status) and left out of effects.",
+    )
+
+    def intervened(self, enabled_regions: list[str]) -> list[str]:
+        """Regions to intervene on, given the enabled ones: ``regions``, or all but background
+        (a background's placebo would have to remove the foreground)."""
+        if not self.enabled:
+            return []
+        if self.regions is not None:
+            return list(self.regions)
+        return [r for r in enabled_regions if r != "background"]
 
 
 class TokensConfig(_Strict):
@@ -272,6 +313,9 @@ class GateConfig(_Strict):
     )
     max_lift: dict[str, float] = Field(default={}, description="Optional lift thresholds of other regions, by name.")
     max_effect: dict[str, float] = Field(default={}, description="Optional effect thresholds of other regions, by name.")
+    max_norm_lift: dict[str, float] = Field(
+        default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
+    )
     min_images_per_class: int = Field(
         default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
     )
@@ -286,6 +330,7 @@ class OutputConfig(_Strict):
     cache_dir: Path | None = Field(
         default=None, description="Text-region and task cache; default: the user cache dir."
     )
+    save_cams: bool = Field(default=False, description="Write cams.npz: each image's map(s) as float16, keyed by path.")
 
 
 class RunConfig(_Strict):
@@ -308,6 +353,10 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+
+    def counterfactual_regions(self) -> list[str]:
+        """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""
+        return self.counterfactual.intervened(self.regions.enabled_names())
 
     def resolve_paths(self, base: Path) -> AuditConfig:
         """Return a copy whose relative input paths are made absolute against ``base``."""

@@ -12,6 +12,7 @@ import torch
 from auditors.cam import CamEngine
 from auditors.config.schema import CounterfactualConfig
 from auditors.data.batches import LoadedImage, Preprocess, to_input
+from auditors.data.geometry import image_area_mask
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.measure.metrics import region_metrics, upsample_maps
 from auditors.models.engines import class_name
@@ -19,17 +20,25 @@ from auditors.models.engines import class_name
 __all__ = ["region_counterfactuals", "counterfactual_columns"]
 
 
-def counterfactual_columns(cf: CounterfactualConfig) -> dict[str, str]:
-    """Per-image intervention columns, for each region in ``counterfactual.regions``."""
+def counterfactual_columns(cf: CounterfactualConfig, regions: list[str]) -> dict[str, str]:
+    """Per-image intervention columns, for each intervened region (``cf.intervened(regions)``,
+    ``regions`` being the enabled ones)."""
     cols: dict[str, str] = {}
-    if not cf.enabled:
-        return cols
-    for r in cf.regions:
+    for r in cf.intervened(regions):
         for edit in ("removed", "placebo"):
             cols.update({f"{r}_{edit}_pred": "string", f"{r}_{edit}_conf": "float64",
                          f"{r}_{edit}_flip": "float64", f"{r}_{edit}_mass": "float64"})
-        cols.update({f"{r}_placebo_overlap": "float64", f"{r}_effect": "float64"})
+        cols.update({f"{r}_placebo_overlap": "float64", f"{r}_effect": "float64", f"{r}_placebo_status": "string"})
     return cols
+
+
+def _avoid_masks(masks: np.ndarray, regions: list[str], r: str) -> np.ndarray | None:
+    """Union of the other regions a placebo of ``r`` must not touch (all but background).
+
+    A text placebo that paints over the frame would measure the frame, not "any occlusion".
+    """
+    others = [k for k, name in enumerate(regions) if name not in (r, "background")]
+    return masks[:, others].any(axis=1) if others else None
 
 
 def region_counterfactuals(
@@ -52,17 +61,24 @@ def region_counterfactuals(
     columns: list[dict] = [{} for _ in loaded]
     views: list[dict[str, dict]] = [{} for _ in loaded]
     size = prep.input_size
-    for r in cf.regions:
+    contents = [image_area_mask(item.placement) for item in loaded]
+    for r in cf.intervened(regions):
         j = regions.index(r)
+        avoid = _avoid_masks(masks, regions, r)
         plans = [
             plan_intervention(item.model_view, masks[i, j], method=cf.method, radius=cf.radius, margin=cf.margin,
-                              seed=image_seed(cf.seed, item.digest, r), tries=cf.placebo_tries)
+                              seed=image_seed(cf.seed, item.digest, r), tries=cf.placebo_tries,
+                              avoid=None if avoid is None else avoid[i], content=contents[i], tolerance=cf.placebo_max_overlap)
             for i, item in enumerate(loaded)
         ]
-        idx = [i for i, p in enumerate(plans) if p is not None]
+        # No valid placebo: recorded with its reason, no effect (a broken control would hide the region).
+        idx = [i for i, p in enumerate(plans) if p is not None and p.has_placebo]
         for i, p in enumerate(plans):
-            if p is None:
-                columns[i].update({c: None for c in counterfactual_columns(cf) if c.startswith(f"{r}_")})
+            if p is None or not p.has_placebo:
+                columns[i].update({c: None for c in counterfactual_columns(cf, regions) if c.startswith(f"{r}_")})
+                if p is not None:
+                    columns[i][f"{r}_placebo_status"] = p.placebo_status
+                    columns[i][f"{r}_placebo_overlap"] = p.placebo_overlap
         if not idx:
             continue
         n = len(idx)
@@ -87,6 +103,7 @@ def region_counterfactuals(
                     "image": edited[m], "mask": edit_masks[m], "pred": row[f"{r}_{edit}_pred"], "confidence": float(kept_conf[m]),
                 }
             row[f"{r}_placebo_overlap"] = plans[i].placebo_overlap
+            row[f"{r}_placebo_status"] = plans[i].placebo_status
             # Confidence the removal costs beyond what an equal occlusion elsewhere costs.
             row[f"{r}_effect"] = row[f"{r}_placebo_conf"] - row[f"{r}_removed_conf"]
     return columns, views

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["upsample_maps", "region_metrics", "display_map"]
+__all__ = ["upsample_maps", "region_metrics", "display_map", "reachable_mass"]
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -64,3 +64,35 @@ def display_map(m: torch.Tensor) -> np.ndarray:
     m = m.float()
     lo, hi = m.min(), m.max()
     return ((m - lo) / (hi - lo)).cpu().numpy().astype(np.float32) if hi > lo else np.zeros(tuple(m.shape), np.float32)
+
+
+def _upsample_matrix(n: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(n, size): row k is the 1-D linear upsampling of the k-th unit vector (as upsample_maps does)."""
+    if n == size:
+        return torch.eye(n, device=device, dtype=dtype)
+    eye = torch.eye(n, device=device, dtype=torch.float32)[:, None, :]
+    return F.interpolate(eye, size=size, mode="linear", align_corners=False)[:, 0].to(dtype)
+
+
+def reachable_mass(masks: Tensor, map_hw: tuple[int, int]) -> Tensor:
+    """Highest mass any non-negative map at ``map_hw`` resolution can put on each region, (B, R).
+
+    Why: a 7x7 map upsampled cannot concentrate on a 2% badge, so the same lift means different
+    things for different target layers. Mass after upsampling is a ratio of two linear functions
+    of the map (inside / total); over non-negative maps its maximum sits at a single cell, so the
+    bound is the best cell's share: max_k (U^T M)_k / (U^T 1)_k with U the bilinear upsampling of
+    :func:`upsample_maps` (separable: U = Uy (x) Ux). NaN for an empty region.
+    """
+    if masks.ndim != 4:
+        raise ValueError(f"masks must be (B, R, H, W), got {tuple(masks.shape)}")
+    h, w = int(map_hw[0]), int(map_hw[1])
+    H, W = masks.shape[-2:]
+    dtype = torch.float32 if masks.device.type == "mps" else torch.float64
+    ay = _upsample_matrix(h, H, masks.device, dtype)  # (h, H)
+    ax = _upsample_matrix(w, W, masks.device, dtype)  # (w, W)
+    m = masks.to(dtype)
+    inside = torch.einsum("yH,brHW,xW->bryx", ay, m, ax)
+    total = torch.outer(ay.sum(1), ax.sum(1))
+    best = (inside / total.clamp_min(1e-30)).flatten(2).amax(dim=2)
+    empty = m.flatten(2).sum(dim=2) == 0
+    return torch.where(empty, torch.full_like(best, float("nan")), best.clamp(max=1.0))

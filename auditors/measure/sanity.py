@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 
 from auditors.cam import CamEngine, get_module
@@ -43,17 +44,22 @@ def randomized_copy(model: nn.Module, target_layer: str, seed: int = 0) -> tuple
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """Spearman correlation of each pair of maps (B, h, w); NaN where a map is constant."""
+    """Spearman correlation of each pair of maps (B, h, w); NaN where a map is constant.
+
+    Tied values get their average rank (the textbook Spearman): after the ReLU many pixels are
+    exactly 0, and ranking ties by pixel index instead gives two unrelated maps a spurious
+    positive correlation (both orders follow the scan order).
+    """
     def ranks(x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1).double()
-        return flat.argsort(dim=1).argsort(dim=1).double()
+        flat = x.detach().flatten(1).double().cpu().numpy()
+        return torch.from_numpy(rankdata(flat, method="average", axis=1))
 
     ra, rb = ranks(a), ranks(b)
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
     den = ra.norm(dim=1) * rb.norm(dim=1)
     rho = (ra * rb).sum(dim=1) / den
-    constant = (a.flatten(1).amax(1) == a.flatten(1).amin(1)) | (b.flatten(1).amax(1) == b.flatten(1).amin(1))
+    constant = ((a.flatten(1).amax(1) == a.flatten(1).amin(1)) | (b.flatten(1).amax(1) == b.flatten(1).amin(1))).cpu()
     rho[constant] = float("nan")
     return rho.cpu().numpy()
 
@@ -64,7 +70,12 @@ def randomization_check(
     """Compare the engine's maps on ``x`` with those of a randomised copy of its model."""
     trained = engine.compute(x)
     rand_model, names = randomized_copy(engine.model, engine.target_layer, seed)
-    rand_engine = CamEngine(rand_model, target_layer=engine.target_layer, method=engine.method, reshape_transform=engine.reshape_transform)
+    # Same preprocessing and numerics as the audited engine: a different input size, autocast or
+    # memory format would change the maps for reasons other than the randomised weights.
+    rand_engine = CamEngine(
+        rand_model, target_layer=engine.target_layer, method=engine.method, input_size=engine.input_size, amp=engine.amp,
+        reshape_transform=engine.reshape_transform, channels_last=engine.channels_last, gradient=engine.gradient,
+    )
     randomized = rand_engine.compute(x, trained.targets)
     rho = rank_correlation(trained.maps, randomized.maps)
     valid = rho[np.isfinite(rho)]
@@ -79,6 +90,8 @@ def randomization_check(
     return {
         "n_images": int(x.shape[0]),
         "randomized_layers": names,
+        "preprocessing": {"input_size": list(rand_engine.input_size), "amp": rand_engine.amp,
+                          "channels_last": rand_engine.channels_last},
         "rank_correlation_mean": mean,
         "rank_correlation_median": float(np.median(valid)) if len(valid) else None,
         "max_rank_correlation": max_rank_correlation,

@@ -1,7 +1,8 @@
 """Model loading from the three supported sources, frozen and in eval mode on a chosen device.
 
 A process-wide cache keeps one loaded model per (spec, device): chunk tasks in the same worker
-process reuse it instead of unpickling weights for every chunk.
+process reuse it instead of unpickling weights for every chunk. The entry is keyed by the
+weights' fingerprint too, so a checkpoint overwritten in place is reloaded, never served stale.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from auditors.errors import ConfigError
 
 __all__ = ["select_device", "load_model", "get_model", "model_fingerprint"]
 
-_CACHE: dict[tuple[str, str], nn.Module] = {}
+_CACHE: dict[tuple[str, str], tuple[str, nn.Module]] = {}  # (spec, device) -> (fingerprint, model)
 _LOCK = threading.Lock()
 
 
@@ -108,12 +109,18 @@ def load_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
 
 
 def get_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
-    """Process-wide cached :func:`load_model` (one copy per worker process and device)."""
+    """Process-wide cached :func:`load_model` (one copy per worker process and device).
+
+    Keyed by the weights' fingerprint: when the files change, the model is loaded again and the
+    old copy dropped (one entry per spec and device, however often a checkpoint is rewritten).
+    """
     key = (cfg.model_dump_json(), str(device))
+    fingerprint = model_fingerprint(cfg)
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = load_model(cfg, device)
-        return _CACHE[key]
+        cached = _CACHE.get(key)
+        if cached is None or cached[0] != fingerprint:
+            _CACHE[key] = (fingerprint, load_model(cfg, device))
+        return _CACHE[key][1]
 
 
 def model_fingerprint(cfg: ModelConfig) -> str:

@@ -41,6 +41,7 @@ from auditors.report.quality import MAX_ERROR_ROWS, build_counts, build_errors, 
 from auditors.report.sanity import build_sanity
 from auditors.report.settings import build_methods, build_settings
 from auditors.report.tokens import build_tokens
+from auditors.report.variants import depth_panel, export_files, heatmap_name, label_heatmaps
 from auditors.report.verdict import build_verdict
 
 __all__ = ["REPORT_NAME", "as_summary", "build_context", "render_report", "write_report"]
@@ -110,8 +111,10 @@ def build_context(
         "table": build_class_table(summary),
         "charts": build_charts(summary, images),  # workflows-report: inline SVG charts
         "failures": build_failures(summary, failures),  # workflows-report: failure analysis
-        "gallery": build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
-                                 edit_order=cf_regions),
+        "gallery": label_heatmaps(build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
+                                                edit_order=cf_regions), heatmap_name(summary)),
+        "heatmap_name": heatmap_name(summary),
+        "depth": depth_panel(summary),  # cam.layers
         "counterfactual": counterfactual,
         "tokens": build_tokens(summary, token_examples, token_crops),
         "sanity": build_sanity(summary),
@@ -121,7 +124,8 @@ def build_context(
         "errors": errs,
         "validation": build_validation(validation),
         "regions": regions,
-        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES + ((FAILURES_FILE,) if summary.failures else ())],
+        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES + ((FAILURES_FILE,) if summary.failures else ())]
+        + export_files(summary),
         "max_error_rows": MAX_ERROR_ROWS,
     }
 

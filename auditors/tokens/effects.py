@@ -20,7 +20,7 @@ from auditors.config.schema import CounterfactualConfig, StatsConfig
 from auditors.interventions.edits import image_seed, plan_intervention
 from auditors.data.discovery import Entry, chunked
 from auditors.measure.gallery import GalleryItem
-from auditors.data.geometry import polygons_to_mask, warp_points
+from auditors.data.geometry import image_area_mask, polygons_to_mask, warp_points
 from auditors.measure.instances import polygon_crop
 from auditors.measure.metrics import upsample_maps
 from auditors.data.batches import Preprocess, load_batch, to_input
@@ -47,15 +47,21 @@ def token_effect(
     batch_size: int,
     n_examples: int = 3,
     n_crops: int = 4,
+    all_instances: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Flip rates, confidence drops and effect (with interval) of removing ``token``.
 
     ``instances``: the token's rows of text_instances (path, polygon, relative to ``root``);
     at most ``max_images`` of its images are edited (``cf`` says how), ``batch_size`` at a time.
-    Returns statistics plus example crops and gallery items (before/after) for the report.
+    ``all_instances``: every text instance (any token); the placebo avoids all of them, so it
+    never removes other text. Images without a valid placebo are skipped and counted
+    (``n_no_placebo``). Returns statistics plus example crops and gallery items for the report.
     """
     paths = list(dict.fromkeys(instances["path"]))[:max_images]
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
+    every = instances if all_instances is None else all_instances
+    all_polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in every[every["path"].isin(paths)].groupby("path")}
+    n_no_placebo = 0
     size = prep.input_size
     effects, flips_removed, flips_placebo, drops_removed, drops_placebo = [], [], [], [], []
     examples: list[GalleryItem] = []
@@ -68,9 +74,13 @@ def token_effect(
             mask = polygons_to_mask(model_polys, size)
             if len(crops) < n_crops:
                 crops.append(polygon_crop(it.original, polys[it.path][0], pad=2))
+            avoid = polygons_to_mask([warp_points(p, it.placement) for p in all_polys.get(it.path, [])], size)
             plan = plan_intervention(it.model_view, mask, method=cf.method, radius=cf.radius, margin=cf.margin,
-                                     seed=image_seed(cf.seed, it.digest, token), tries=cf.placebo_tries)
-            if plan is not None:
+                                     seed=image_seed(cf.seed, it.digest, token), tries=cf.placebo_tries, avoid=avoid,
+                                     content=image_area_mask(it.placement), tolerance=cf.placebo_max_overlap)
+            if plan is not None and not plan.has_placebo:
+                n_no_placebo += 1
+            elif plan is not None:
                 plans.append((plan, model_polys))
                 kept.append(it)
         if not kept:
@@ -112,6 +122,7 @@ def token_effect(
     st = stats
     return {
         "n_tested": len(effects),
+        "n_no_placebo": n_no_placebo,
         "flip_rate_removed": float(np.mean(flips_removed)) if flips_removed else None,
         "flip_rate_placebo": float(np.mean(flips_placebo)) if flips_placebo else None,
         "conf_drop_removed": float(np.mean(drops_removed)) if drops_removed else None,

@@ -55,6 +55,7 @@ def analyse_tokens(
     table["flip_rate_removed"] = np.nan
     table["flip_rate_placebo"] = np.nan
     table["n_tested"] = 0
+    table["n_no_placebo"] = 0  # images of the token left out of its effect: no placebo avoiding all text
     table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
     table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
     examples: dict[str, list[GalleryItem]] = {}
@@ -69,9 +70,9 @@ def analyse_tokens(
             res = token_effect(
                 token, instances[instances["token"] == token], labels, classes, engine=engine, device=device, prep=prep,
                 root=cfg.dataset.root, cf=cfg.counterfactual, stats=cfg.stats,
-                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size,
+                max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size, all_instances=instances,
             )
-            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested"):
+            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "n_no_placebo"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
             examples[token], crops[token] = res["examples"], res["crops"]
@@ -96,6 +97,7 @@ def analyse_tokens(
             "effect_ci": list(interval(r.effect_ci) or []) or None,
             "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
+            "n_no_placebo": int(r.n_no_placebo),
             "risk": float(r.risk),
             "flagged": bool(r.flagged),
         }

@@ -38,7 +38,8 @@ def test_summarise_builds_the_contract_from_a_real_table():
     assert [f["class"] for f in d["gate"]["failures"]] == ["horror"]
     assert set(d["classes"]) == set(CLASSES) and d["classes"]["drama"]["n"] == 0  # every model class appears
     assert {"flagged", "flag_reasons"} <= set(d["classes"]["comedy"]) and "flagged" not in d["overall"]
-    assert d["cam"] == {"method": "gradcam", "target": "predicted", "target_layer": "layer4", "device": "cpu"}
+    assert d["cam"] == {"method": "gradcam", "target": "predicted", "target_layer": "layer4", "device": "cpu",
+                        "layers": None, "k": None, "reshape": "auto"}
     assert d["tokens"] == [] and d["flagged_tokens"] == [] and d["sanity"] is None
     # Typed reads: declared fields and the per-region keys alike.
     assert s.classes["horror"].flagged and s.classes["horror"].get("text_lift") == d["classes"]["horror"]["text_lift"]
@@ -59,8 +60,10 @@ def test_finalize_run_without_prefect_writes_the_files_and_fails_on_invalid_tabl
                 target_layer="layer4", device="cpu", model_fingerprint="f")
     done = finalize_run(cfg, plan, folder, "r1", {"n_degenerate": 2}, None, None, "label", started=0.0)
     written = json.loads(folder.summary.read_text())
-    # A labelled run with failure analysis on (the default) adds the 'failures' section at the end.
-    assert written == done.summary.to_dict() and list(written) == CONTRACT + ["failures"]
+    # a whole run also says which CAM variants ran and which export files it wrote (issue 11),
+    # and a labelled run with failure analysis on (the default) adds its 'failures' section
+    assert written == done.summary.to_dict() and list(written) == [*CONTRACT, "layers", "targets", "exports", "failures"]
+    assert (written["layers"], written["targets"]) == (None, None) and written["exports"]["regions"] == "regions.parquet"
     assert written["failures"]["n_errors"] == 0 and folder.failures.is_file()
     assert json.loads(folder.validation.read_text())["success"] is False
     assert written["validation"]["success"] is False and written["n_failed"] == 1

@@ -141,7 +141,20 @@ def test_counterfactuals_tokens_and_instances_in_the_outputs(poster_folder, tmp_
     for stats in s["classes"].values():
         assert stats["n_text_edited"] == 4 and stats["text_effect_ci"] is not None
         assert stats["flip_rate_text_removed"] is not None and stats["flip_rate_placebo"] is not None
-        assert set(stats["accuracy"]) == {"original", "text_removed", "text_placebo", "text_gap"}
+        # counterfactual.regions unset: every enabled region is intervened on (text and border).
+        assert set(stats["accuracy"]) == {"original", *(f"{r}_{k}" for r in ("text", "border") for k in ("removed", "placebo", "gap"))}
+        assert stats["n_border_edited"] + stats["n_border_no_placebo"] == 4 and stats["n_text_no_placebo"] == 0
+        assert stats["text_norm_lift"] is not None and stats["text_max_lift"] >= stats["text_lift"]
+    assert s["counterfactual"]["regions"] == ["text", "border"]
+    assert set(s["counterfactual"]["n_no_placebo"]) == {"text", "border"} and s["counterfactual"]["placebo_max_overlap"] == 0.0
+    for r in ("text", "border"):
+        done = images[f"{r}_placebo_status"] == "ok"
+        assert images.loc[done, f"{r}_placebo_overlap"].le(0.0).all() and images.loc[done, f"{r}_effect"].notna().all()
+        assert images.loc[~done, f"{r}_effect"].isna().all()
+        assert int((~done).sum()) == s["counterfactual"]["n_no_placebo"][r]
+        ok = images[f"{r}_mass"].notna()
+        np.testing.assert_allclose(images.loc[ok, f"{r}_norm_lift"], images.loc[ok, f"{r}_lift"] / images.loc[ok, f"{r}_max_lift"])
+        assert images.loc[ok, f"{r}_norm_lift"].le(1 + 1e-9).all()
     assert s["sanity"]["n_images"] == 4 and s["sanity"]["model_sensitive"] in (True, False)
     inst = pd.read_parquet(result.run_dir / "text_instances.parquet")
     assert set(inst["path"]) == set(images["path"]) and inst["token"].notna().any()
