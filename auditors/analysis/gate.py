@@ -2,10 +2,14 @@
 
 Every pass/fail decision lives here, so a new rule is added in one place:
 
-- class rules (:func:`apply_gate`): a rule fails when the lower bound of a class's interval
-  exceeds its threshold, so a noisy estimate on few images never flags on its point value alone;
-- token rules (:func:`flag_tokens`, :func:`token_failures`): a class-associated token that is
-  over-attended or needed;
+- class rules (:func:`apply_gate`): a rule fails when a class's statistic exceeds its threshold
+  significantly: a one-sided p-value per (class, rule) cell, Benjamini-Hochberg adjusted across
+  the whole grid, so more regions and classes do not multiply false alarms (issue 10);
+- token rules (:func:`token_decisions`, :func:`token_failures`): a token the model depends on
+  (on its own), or a class-associated token that is over-attended (association alone only
+  with ``tokens.fail_on_association``);
+- regression rule (:func:`apply_regression_rule`): a class got worse than ``gate.baseline`` by
+  more than allowed, beyond sampling noise;
 - run rules (:func:`validation_failure`): result tables that fail validation cannot be trusted;
 - :func:`decide` combines them into the ``gate`` section of summary.json;
 - the levels the report colours cells with (:func:`interval_level`, :func:`point_level`,
@@ -24,16 +28,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditors.analysis.stats import finite, interval
+from auditors.analysis.stats import bh_adjust, finite, interval, interval_pvalue
 from auditors.config.schema import GateConfig, TokensConfig
 
 __all__ = [
-    "RULE", "apply_gate", "decide", "limit", "lift_limits", "effect_limits", "token_failures", "validation_failure",
-    "flag_tokens", "interval_level", "point_level", "effect_status", "token_status",
+    "RULE", "apply_gate", "apply_regression_rule", "decide", "limit", "lift_limits", "effect_limits", "token_failures",
+    "validation_failure", "flag_tokens", "token_decisions", "grid_cells", "TOKEN_GATE_RULE",
+    "interval_level", "point_level", "effect_status", "token_status",
 ]
 
 #: The gate's decision rule in words (summary.json ``gate.rule``).
-RULE = "a class is flagged when the lower bound of its interval exceeds the threshold"
+RULE = (
+    "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
+    "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= gate.fdr "
+    "(with a single test and the defaults: the 95% interval's lower bound above the threshold); classes with fewer "
+    "than gate.min_images_per_class images are reported, never tested"
+)
 
 #: A point estimate this close to its limit (as a share of it) is shown as a warning.
 WARN_SHARE = 0.75
@@ -68,32 +78,28 @@ def effect_limits(gate: GateConfig, cf_regions: list[str]) -> dict[str, float]:
 # --------------------------------------------------------------------------- class rules
 
 
-def _rule(stats: dict, name: str, key: str, threshold: float) -> dict | None:
-    """A failure when the interval's lower bound of ``key`` exceeds ``threshold``."""
-    ci = stats.get(f"{key}_ci")
-    if ci is None or ci[0] is None or not ci[0] > threshold:
-        return None
-    return {"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold}
-
-
-def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str]) -> dict[str, Any]:
-    """Flag classes whose interval lower bounds exceed the thresholds; mutates ``per_class``.
+def apply_gate(
+    per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str], level: float = 0.95
+) -> dict[str, Any]:
+    """Flag classes whose statistics exceed the thresholds at FDR ``gate.fdr``; mutates ``per_class``.
 
     Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
-    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` for any other region.
+    counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` / ``max_norm_lift[r]`` for other regions.
+    ``level``: the coverage of the intervals (``stats.ci``) the p-values are recovered from.
     """
-    lifts, effects = lift_limits(gate, regions), effect_limits(gate, cf_regions)
+    rules = [(f"{r}_lift", t) for r, t in lift_limits(gate, regions).items()]
+    rules += [(f"{r}_effect", t) for r, t in effect_limits(gate, cf_regions).items()]
+    rules += [(f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
+    cells = grid_cells(per_class, gate, rules, level)
     failures = []
     for name, stats in per_class.items():
-        found = []
-        if stats["n"] >= gate.min_images_per_class:
-            found += [_rule(stats, name, f"{r}_lift", t) for r, t in lifts.items()]
-            found += [_rule(stats, name, f"{r}_effect", t) for r, t in effects.items()]
-            found += [_rule(stats, name, f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
-        found = [f for f in found if f is not None]
+        found = [c for c in cells if c["class"] == name and c["failed"]]
+        for c in found:
+            del c["failed"]
         stats["flagged"] = bool(found)
         stats["flag_reasons"] = [
-            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}) > {f['threshold']}" for f in found
+            f"{f['rule'][4:]} {f['value']:.3g} (interval lower bound {f['lower']:.3g}, q {f['q_value']:.2g}) > {f['threshold']}"
+            for f in found
         ]
         failures += found
     return {
@@ -101,31 +107,136 @@ def apply_gate(per_class: dict[str, dict], gate: GateConfig, regions: list[str],
         "failures": failures,
         "max_text_lift": gate.max_text_lift,
         "max_text_effect": gate.max_text_effect,
+        "fdr": gate.fdr,
+        "n_tests": len(cells),
         "rule": RULE,
+        "token_rule": TOKEN_GATE_RULE,
     }
+
+
+def grid_cells(per_class: dict[str, dict], gate: GateConfig, rules: list[tuple[str, float]], level: float) -> list[dict[str, Any]]:
+    """Every tested (class, rule) cell with its p-value, BH q-value and decision (issue 10).
+
+    A cell is tested when the class has ``gate.min_images_per_class`` images and an interval.
+    """
+    cells: list[dict[str, Any]] = []
+    for name, stats in per_class.items():
+        if stats.get("n", 0) < gate.min_images_per_class:
+            continue
+        for key, threshold in rules:
+            ci = stats.get(f"{key}_ci")
+            p = interval_pvalue(ci, threshold, level)
+            if p is None or stats.get(key) is None:
+                continue
+            cells.append({"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold, "p_value": p})
+    q = bh_adjust([c["p_value"] for c in cells])
+    for c, qv in zip(cells, q):
+        c["q_value"] = float(qv)
+        c["failed"] = bool(qv <= gate.fdr)
+    return cells
+# --------------------------------------------------------------------------- regression rule (issue 13: history)
+
+REGRESSION_RULE = (
+    "regression: a class fails when the lower bound of the interval of (this run - baseline) exceeds "
+    "the allowed increase, i.e. it got worse by more than allowed beyond sampling noise"
+)
+
+
+def apply_regression_rule(
+    gate_result: dict[str, Any], per_class: dict[str, dict], baseline: dict[str, Any] | None, gate: GateConfig
+) -> dict[str, Any]:
+    """Add regression failures (``gate.baseline`` with ``max_lift_increase`` / ``max_effect_increase``).
+
+    ``baseline`` is the comparison built by :func:`auditors.history.compare_runs`; without one
+    (no baseline configured, or the first run of an audit) the gate is returned unchanged.
+    Mutates ``per_class`` (flagged, flag_reasons) and ``gate_result``.
+    """
+    if gate.baseline is None:
+        return gate_result
+    gate_result["regression"] = {
+        "baseline": gate.baseline,
+        "baseline_run": baseline["run_id"] if baseline else None,
+        "max_lift_increase": gate.max_lift_increase,
+        "max_effect_increase": gate.max_effect_increase,
+        "rule": REGRESSION_RULE,
+    }
+    if baseline is None:
+        return gate_result
+    limits = {"text_lift": gate.max_lift_increase, "text_effect": gate.max_effect_increase}
+    for name, change in baseline.get("classes", {}).items():
+        stats = per_class.get(name)
+        if stats is None or stats["n"] < gate.min_images_per_class:
+            continue
+        for key, allowed in limits.items():
+            c = change.get(key)
+            ci = c.get("delta_ci") if c else None
+            if not ci or ci[0] is None or not ci[0] > allowed:
+                continue
+            failure = {"class": name, "rule": f"regression_{key}", "metric": key,
+                       "value": c["delta"], "lower": ci[0], "threshold": allowed,
+                       "baseline_run": baseline["run_id"], "baseline_value": c["reference"], "current_value": c["current"]}
+            gate_result["failures"].append(failure)
+            stats["flagged"] = True
+            stats.setdefault("flag_reasons", []).append(
+                f"{key} rose by {c['delta']:.3g} since run {baseline['run_id']} "
+                f"(interval lower bound {ci[0]:.3g}) > allowed increase {allowed}"
+            )
+            gate_result["passed"] = False
+    return gate_result
 
 
 # --------------------------------------------------------------------------- token and run rules
 
 
-def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
-    """A token is flagged when class-associated and either over-attended or effective.
+TOKEN_GATE_RULE = (
+    "a token fails the gate when the model depends on it: removing it lowers confidence by more than "
+    "tokens.max_effect beyond a matched placebo (one-sided t-test, Benjamini-Hochberg q <= tokens.dependence_fdr "
+    "across the tested tokens), or when it is class-associated (omnibus class test, BH q <= tokens.max_p_value "
+    "across tokens) and attended above tokens.max_lift; association alone fails only with tokens.fail_on_association"
+)
 
-    Over-attended: lift > ``tokens.max_lift``. Effective: the effect interval's lower bound
-    exceeds ``tokens.max_effect``. Both need ``p_value`` < ``tokens.max_p_value``.
+
+def token_decisions(table: pd.DataFrame, tc: TokensConfig) -> pd.DataFrame:
+    """Columns ``q_value``, ``effect_q_value``, ``associated``, ``attended``, ``dependent``, ``finding``, ``flagged``.
+
+    ``table`` needs ``p_value`` (association), ``lift``, ``n_images`` and ``effect_p_value``
+    (NaN where the token's removal was not tested). Two findings are kept apart: association is
+    about the data, dependence about the model, and dependence fails on its own.
     """
-    assoc = table["p_value"] < tc.max_p_value
-    attended = table["lift"] > tc.max_lift
-    lower = table["effect_ci"].map(lambda ci: ci[0] if isinstance(ci, (list, tuple)) and ci[0] is not None else np.nan)
-    effective = lower > tc.max_effect
-    return (assoc & (attended | effective)) & (table["n_images"] >= tc.min_images)
+    out = pd.DataFrame(index=table.index)
+    out["q_value"] = bh_adjust(table["p_value"].tolist())
+    eff_p = table["effect_p_value"] if "effect_p_value" in table else pd.Series(np.nan, index=table.index)
+    out["effect_q_value"] = bh_adjust(eff_p.tolist())
+    big_enough = table["n_images"] >= tc.min_images
+    out["associated"] = (out["q_value"] <= tc.max_p_value) & big_enough
+    out["attended"] = table["lift"] > tc.max_lift
+    out["dependent"] = (out["effect_q_value"] <= tc.dependence_fdr) & big_enough
+    assoc_fails = out["associated"] & (out["attended"] | tc.fail_on_association)
+    out["flagged"] = out["dependent"] | assoc_fails
+
+    def finding(r: pd.Series) -> str | None:
+        parts = []
+        if r["dependent"]:
+            parts.append("model dependence")
+        if r["associated"]:
+            parts.append("data association" + (" + attention" if r["attended"] else ""))
+        return "; ".join(parts) or None
+
+    out["finding"] = out.apply(finding, axis=1) if len(out) else pd.Series(dtype=object)
+    return out
+
+
+def flag_tokens(table: pd.DataFrame, tc: TokensConfig) -> pd.Series:
+    """Flagged tokens: model dependence, or association with attention (see :func:`token_decisions`)."""
+    return token_decisions(table, tc)["flagged"]
 
 
 def token_failures(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One gate failure per flagged token (entries of summary.json ``tokens``)."""
+    """One gate failure per flagged token (entries of summary.json ``tokens``), naming its finding."""
     return [
         {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
-         "lower": (t["effect_ci"] or [None])[0], "threshold": None}
+         "lower": (t["effect_ci"] or [None])[0], "threshold": None, "finding": t.get("finding"),
+         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value")}
         for t in tokens if t["flagged"]
     ]
 
@@ -139,10 +250,14 @@ def validation_failure(validation: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def decide(
     per_class: dict[str, dict], gate: GateConfig, regions: list[str], cf_regions: list[str],
-    tokens: list[dict[str, Any]], validation: Mapping[str, Any],
+    tokens: list[dict[str, Any]], validation: Mapping[str, Any], baseline: dict[str, Any] | None = None,
+    level: float = 0.95,
 ) -> dict[str, Any]:
-    """The whole gate: class rules (flags ``per_class`` in place), then tokens, then validation."""
-    result = apply_gate(per_class, gate, regions, cf_regions)
+    """The whole gate: class rules (flags ``per_class`` in place), regression against ``baseline``
+    (the ``history.baseline`` comparison, when ``gate.baseline`` is set), then tokens, then validation.
+    ``level``: the intervals' coverage (``stats.ci``) the class rules' p-values come from."""
+    result = apply_gate(per_class, gate, regions, cf_regions, level)
+    result = apply_regression_rule(result, per_class, baseline, gate)
     failures = token_failures(tokens)
     invalid = validation_failure(validation)
     if invalid is not None:

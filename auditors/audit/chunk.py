@@ -7,6 +7,7 @@ Per-file problems are recorded and skipped; they never abort the chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +18,10 @@ import torch
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.exports import region_rows
 from auditors.audit.failures import analyse_mistakes
+from auditors.audit.oom import compute_with_backoff
 from auditors.measure.failures import FailureItem, failure_columns, top_per_class
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
-from auditors.audit.variants import layer_values, run_cams, saved_maps, target_columns, target_rows
+from auditors.audit.variants import CamRun, layer_values, run_cams, saved_maps, target_columns, target_rows
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
@@ -69,8 +71,19 @@ def audit_chunk(
     classes: list[str],
     target_layer: str,
     cache_path: Path | None,
+    *,
+    instances: bool | None = None,
+    on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]]], None] | None = None,
+    failures_wanted: bool = False,
 ) -> ChunkResult:
-    """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors."""
+    """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
+
+    ``instances``: compute per-instance text rows even when the token stage is off (the result
+    cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
+    instances_per_row, region_rows_per_row)`` is called after every batch, so finished work can be stored before a
+    crash or kill loses the rest of the chunk. ``failures_wanted``: also the true-class maps of
+    mispredicted images (the flow's ``failures`` step, after the merge: never for cached rows).
+    """
     device = select_device(cfg.cam.device)
     engine = engine_for(cfg.model, cfg.cam, target_layer, device)
     root = Path(cfg.dataset.root)
@@ -85,7 +98,8 @@ def audit_chunk(
     failures: list[dict] = []
     failure_items: list[FailureItem] = []
     k = cfg.output.gallery_size
-    with_instances = wants_instances(cfg)
+    with_instances = wants_instances(cfg) if instances is None else (instances and "text" in regions)
+    stats_extra = {"oom_splits": 0}
     rank_region = "text" if "text" in regions else (regions[0] if regions else None)
     target_records: list[dict] = []
     region_records: list[dict] = []
@@ -107,7 +121,10 @@ def audit_chunk(
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
             x = to_input([item.model_view for item in loaded], prep, device)
-            run = run_cams(engine, cfg, x, targets)
+            if cfg.cam.target == "topk":
+                run = run_cams(engine, cfg, x, targets)
+            else:  # one map per image: a CUDA out-of-memory batch is halved and retried
+                run = CamRun(compute_with_backoff(engine, x, targets, stats_extra))
             cam = run.primary
             maps = upsample_maps(cam.maps, size)
             masks_t = torch.from_numpy(masks).to(device)
@@ -141,7 +158,7 @@ def audit_chunk(
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
-        if cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
+        if failures_wanted and cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
             try:
                 f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
                                                    cfg.cam.pointing_tolerance, cfg.output.failures_per_class)
@@ -150,6 +167,8 @@ def audit_chunk(
             except Exception as exc:  # the images stay audited; only their failure analysis is missing
                 errors += [{"path": it.path, "stage": "failures", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
         first = len(records)
+        batch_instances: list[list[dict]] = []
+        batch_regions: list[list[dict]] = []
         for i, item in enumerate(loaded):
             row = {
                 "path": item.entry.path,
@@ -171,13 +190,19 @@ def audit_chunk(
             row.update(by_layer[i])
             if run.maps is not None:
                 row["target_rank"] = 0
-            region_records += region_rows(row["path"], per_image[i], row["height"], row["width"])
+            batch_regions.append(region_rows(row["path"], per_image[i], row["height"], row["width"]))
+            region_records += batch_regions[-1]
             if with_instances and "text" in per_image[i]:
                 inst = instance_rows(row["path"], row["label"], row["pred"], item.original, per_image[i]["text"],
                                      item.placement, maps[i], cfg.regions.text.min_score)
                 instance_records += inst
+                batch_instances.append(inst)
                 row.update(top_instance_columns(inst, row["text_mass"]))
+            elif with_instances:
+                batch_instances.append([])
             records.append(row)
+        if on_batch is not None:
+            on_batch(records[first:], batch_instances if with_instances else None, batch_regions)
         if k and rank_region is not None:
             j = regions.index(rank_region)
             ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)
@@ -204,6 +229,7 @@ def audit_chunk(
     n_failed = len({e["path"] for e in errors if e["stage"] not in ("regions", "failures")})
     stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
     stats.update(builder.stats)
+    stats.update(stats_extra)
     fcols = failure_columns(regions)
     instances = None
     if with_instances:

@@ -1,4 +1,5 @@
-"""Failure analysis inside the chunk loop: a second heatmap, for the true class, of mistaken images.
+"""Failure analysis per batch (the chunk loop with ``failures_wanted``, run by the flow's ``failures``
+step on the mistaken rows after the merge): a second heatmap, for the true class, of mistaken images.
 
 Only mispredicted labelled images pay for it: one :meth:`CamEngine.compute_classes` call on
 those rows computes the predicted-class and the true-class map from one forward, whatever

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,9 +25,11 @@ from auditors.audit.plan import Plan
 from auditors.audit.run_folder import RunFolder, write_json
 from auditors.audit.summary import Summary, build_summary
 from auditors.config.schema import AuditConfig
+from auditors.history import compare_with_history
 from auditors.regions.build import region_names, region_sources
 from auditors.audit.tables import empty_rows, wants_instances
-from auditors.measure.failures import empty_failures
+from auditors.audit.incremental import failures_for
+from auditors.measure.failures import FailureItem, empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.tokens.stage import TokenResult, analyse_tokens
 
@@ -55,6 +58,22 @@ def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) ->
         folder.merge_parts(empty_failures(region_names(cfg)), kind="failures", dest=folder.failures)
     folder.write_errors(errors)
     return n_rows
+
+
+def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Path | None,
+                 errors: list[dict]) -> list[FailureItem]:
+    """Failure analysis on the merged images.parquet (so reused rows count too): writes
+    failures.parquet, appends its errors to errors.csv, returns the report's pictures."""
+    if not cfg.output.failures_per_class or not folder.images.is_file():
+        return []
+    images = pd.read_parquet(folder.images)
+    rows, items, f_errors = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, cache_path)
+    if rows is not None:
+        rows.to_parquet(folder.failures, index=False)
+    if f_errors:
+        errors.extend(f_errors)
+        folder.write_errors(errors)
+    return items
 
 
 def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -> TokenResult | None:
@@ -97,21 +116,26 @@ def summarise(
     started: float | None = None,
     failures: pd.DataFrame | None = None,
     variants: dict[str, Any] | None = None,
+    compare_history: bool = False,
 ) -> Summary:
     """Aggregate ``images`` per class, decide the gate and build the summary (writes nothing).
 
     ``started``: the run's ``time.perf_counter()`` at its start, for the timing section.
+    ``compare_history``: compare with the earlier runs of this audit under ``output.dir`` (reads
+    their summaries; the ``history`` section and the ``gate.baseline`` regression rule).
     """
     regions = region_names(cfg)
     cf_regions = cfg.counterfactual_regions()
     per_class, overall = aggregate(images, cfg, classes, regions, group_by)
-    gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation)
+    history = compare_with_history(cfg, run_id, per_class, images, group_by) if compare_history else None
+    gate = decide(per_class, cfg.gate, regions, cf_regions, tokens or [], validation,
+                  baseline=history["baseline"] if history else None, level=cfg.stats.ci)
     elapsed = time.perf_counter() - started if started is not None else 0.0
     return build_summary(
         cfg, run_id=run_id, target_layer=target_layer, device=device, images=images, errors=errors,
         group_by=group_by, regions=regions, region_sources=region_sources(cfg), per_class=per_class,
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
-        run_stats=run_stats, elapsed=elapsed, variants=variants,
+        run_stats=run_stats, elapsed=elapsed, variants=variants, history=history,
         failures=failure_summary(images, failures, regions, cfg.stats),
     )
 
@@ -135,6 +159,7 @@ def finalize_run(
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
         run_stats=run_stats, started=started, failures=failures,
         variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
+        compare_history=True,
     )
     write_json(folder.summary, summary.to_dict())
     return Finalized(summary, images, errors, validation, failures)

@@ -50,6 +50,9 @@ def make_plan(cfg: AuditConfig) -> Plan:
     from auditors.regions.build import check_region_inputs
 
     check_region_inputs(cfg, index.manifest)
+    from auditors.history.runs import check_baseline  # issue 13: a pinned gate.baseline must exist
+
+    check_baseline(cfg)
     if cfg.counterfactual.enabled:
         from auditors.regions.build import region_names
 

@@ -119,5 +119,7 @@ class RunFolder:
 
     def write_errors(self, errors: Iterable[dict[str, str]]) -> pd.DataFrame:
         df = pd.DataFrame(list(errors), columns=ERROR_COLUMNS)
-        df.to_csv(self.errors, index=False)
+        tmp = self.errors.with_suffix(".csv.tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, self.errors)
         return df

@@ -27,7 +27,8 @@ from auditors.config.schema import AuditConfig, GateConfig, TokensConfig
 
 __all__ = [
     "Record", "Summary", "GroupStats", "ClassStats", "Failure", "Gate", "Validation", "CamInfo", "RegionSource",
-    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "build_summary",
+    "CounterfactualInfo", "StatsInfo", "Sanity", "TokenEntry", "Timing", "Regression", "MetricChange", "ClassChange",
+    "Comparison", "History", "build_summary",
 ]
 
 #: How summary.json says where the intervals come from.
@@ -94,6 +95,21 @@ class Failure(Record):
     lower: float | None = None
     token: str | None = None
     effect: float | None = None
+    # issue 10: grid cells carry their p/q-values, token failures their finding
+    p_value: float | None = None
+    q_value: float | None = None
+    effect_q_value: float | None = None
+    finding: str | None = None
+
+
+class Regression(Record):
+    """The regression rule's settings (``gate.baseline``); ``baseline_run`` None on an audit's first run."""
+
+    baseline: str | None = None
+    baseline_run: str | None = None
+    max_lift_increase: float | None = None
+    max_effect_increase: float | None = None
+    rule: str = ""
 
 
 class Gate(Record):
@@ -104,6 +120,10 @@ class Gate(Record):
     max_text_lift: float | None = None
     max_text_effect: float | None = None
     rule: str = ""
+    fdr: float | None = None  # Benjamini-Hochberg level across the class x region x rule grid
+    n_tests: int | None = None  # cells tested
+    token_rule: str | None = None
+    regression: Regression | None = None
 
 
 class Validation(Record):
@@ -181,6 +201,54 @@ class TokenEntry(Record):
     n_no_placebo: int | None = None
     risk: float | None = None
     flagged: bool = False
+    # issue 10: data association and model dependence, kept apart
+    q_value: float | None = None
+    associated: bool | None = None
+    attended: bool | None = None
+    effect_p_value: float | None = None
+    effect_q_value: float | None = None
+    dependent: bool | None = None
+    finding: str | None = None
+
+
+class MetricChange(Record):
+    """One class statistic in this run against an earlier run, with the interval of the change."""
+
+    current: float | None = None
+    reference: float | None = None
+    delta: float | None = None
+    delta_ci: list[float | None] | None = None
+    method: str | None = None
+
+
+class ClassChange(Record):
+    """A class against an earlier run (auditors/history/compare.py); metrics missing in either run are left out."""
+
+    n: int | None = None
+    n_reference: int | None = None
+    text_lift: MetricChange | None = None
+    text_effect: MetricChange | None = None
+
+
+class Comparison(Record):
+    """This run against one earlier run of the same audit."""
+
+    run_id: str | None = None
+    created_at: str | None = None
+    passed: bool | None = None
+    pinned: bool = False
+    classes: dict[str, ClassChange] = Field(default_factory=dict)
+    methods: dict[str, str] = Field(default_factory=dict)
+    ci: float | None = None
+
+
+class History(Record):
+    """The change against the previous run and the ``gate.baseline`` run (None where there is none)."""
+
+    previous: Comparison | None = None
+    baseline: Comparison | None = None
+    n_earlier_runs: int = 0
+    problems: list[str] = Field(default_factory=list)
 
 
 class Timing(Record):
@@ -220,6 +288,7 @@ class Summary(Record):
     layers: dict[str, Any] | None = None
     targets: dict[str, Any] | None = None
     exports: dict[str, str | None] = Field(default_factory=dict)
+    history: History | None = None
     #: Failure analysis (analysis/failures.py); absent without labels or with output.failures_per_class 0.
     failures: dict[str, Any] | None = None
 
@@ -271,17 +340,19 @@ def build_summary(
     variants: dict[str, Any] | None = None,
     failures: dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    history: dict[str, Any] | None = None,
 ) -> Summary:
     """Assemble the summary from the stages' results (``per_class`` already flagged by the gate).
 
     ``errors``: errors.csv rows (path, stage, reason); ``run_stats``: the chunk loop's counters
-    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result.
+    (``n_degenerate``, ``text_*``); ``validation``: :func:`validate_tables`' result; ``history``:
+    :func:`auditors.history.compare_with_history`'s result (left out of summary.json when None).
     """
     run_stats = run_stats or {}
     cf_regions = cfg.counterfactual_regions()
     tokens = tokens or []
     created = (created_at or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    return Summary.model_validate({
+    fields: dict[str, Any] = {
         "name": cfg.name,
         "run_id": run_id,
         "created_at": created,
@@ -310,6 +381,15 @@ def build_summary(
         "flagged_tokens": [t["token"] for t in tokens if t["flagged"]],
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
+        "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
+                        "rejected": int(run_stats.get("rows_rejected", 0))},
+        "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size},
+        "executor": {"kind": cfg.run.executor, "dask_address": cfg.run.dask_address, "dask_workers": cfg.run.dask_workers,
+                     "workers": cfg.run.workers},
         **(variants or {}),  # layers, targets, exports
-        **({"failures": failures} if failures is not None else {}),
-    })
+    }
+    if history is not None:
+        fields["history"] = history
+    if failures is not None:
+        fields["failures"] = failures
+    return Summary.model_validate(fields)

@@ -10,6 +10,7 @@ parameter's ``.grad``. ``no_grad``'s exit restores the caller's grad mode.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,10 +43,18 @@ def capture(layer: nn.Module, name: str, *, requires_grad: bool) -> Iterator[Cap
 
     ``requires_grad=False`` stores a copy (so in-place ops downstream, e.g. DenseNet's
     ``F.relu(features, inplace=True)``, cannot change it) and leaves the forward untouched.
+
+    Thread-safe: one engine (one model) may serve several threads (``run.workers``). Hooks are
+    registered on the shared layer, so every thread's hook fires on every thread's forward; each
+    hook answers only forwards run by the thread that opened it (a forward runs in its caller's
+    thread), and ignores the others.
     """
     cap = Captured(name)
+    owner = threading.get_ident()
 
     def hook(_m: nn.Module, _inp: tuple, out: object) -> Tensor | None:
+        if threading.get_ident() != owner:
+            return None
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"target layer {name!r} returned {type(out).__name__}, not a Tensor; "

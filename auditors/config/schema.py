@@ -289,7 +289,24 @@ class TokensConfig(_Strict):
     max_effect_images: int = Field(default=64, ge=2, description="Images per token used for its effect.")
     max_lift: float = Field(default=2.0, gt=0.0, description="Flag a class-associated token attended more than this.")
     max_effect: float = Field(default=0.05, description="Flag a class-associated token whose effect's lower bound exceeds this.")
-    max_p_value: float = Field(default=0.01, gt=0.0, le=1.0, description="Class association (one-sided Fisher) significance.")
+    max_p_value: float = Field(
+        default=0.01, gt=0.0, le=1.0,
+        description="Class association: Benjamini-Hochberg q-value (omnibus test across classes, over all tokens) below this.",
+    )
+    # issue 10: association (data) and dependence (model) are separate findings.
+    fail_on_association: bool = Field(
+        default=False, description="Fail the gate on a class-associated token even when the model neither attends nor needs it."
+    )
+    dependence_fdr: float = Field(
+        default=0.025, gt=0.0, le=0.5,
+        description="A token is model-dependent when its removal effect exceeds max_effect at this BH false-discovery rate.",
+    )
+    max_visual_distance: float = Field(
+        default=0.25, gt=0.0, le=2.0, description="1 - aligned crop similarity (NCC) within which two crops are one visual mark."
+    )
+    max_edit_distance: float = Field(
+        default=0.34, ge=0.0, le=1.0, description="Read strings this close (edits / length) that also look alike are one mark."
+    )
 
 
 class StatsConfig(_Strict):
@@ -317,7 +334,29 @@ class GateConfig(_Strict):
         default={}, description="Optional normalised-lift thresholds (0..1, comparable across target layers), by region."
     )
     min_images_per_class: int = Field(
-        default=1, ge=1, description="Classes with fewer audited images are reported but never flagged."
+        default=10, ge=1,
+        description=(
+            "Classes with fewer audited images are reported but never flagged: below 6 images no one-sided 2.5% test "
+            "is possible (sign test: 0.5^5 > 0.025), and the percentile bootstrap's lower bound exceeds the true mean "
+            "far too often on few images (measured, skewed data: 15% at 2 images, 4% at 4-6, nominal 2.5% from 8-10)."
+        ),
+    )
+    fdr: float = Field(
+        default=0.025, gt=0.0, le=0.5,
+        description="Benjamini-Hochberg level across the class x region x rule grid (0.025: one cell = the 95% interval rule).",
+    )
+    # --- regression against an earlier run of the same audit (history; issue 13) ---
+    baseline: str | None = Field(
+        default=None,
+        pattern=r"^(previous|[A-Za-z0-9][A-Za-z0-9._-]*)$",
+        description="Regression rule: 'previous' (the last finished run of this audit) or a run id under "
+        "<output.dir>/<name>/; null = off (the report still shows the change against the previous run).",
+    )
+    max_lift_increase: float = Field(
+        default=0.5, ge=0.0, description="Fail a class whose text lift rose by more than this (difference interval's lower bound)."
+    )
+    max_effect_increase: float = Field(
+        default=0.05, ge=0.0, description="Fail a class whose text effect rose by more than this (difference interval's lower bound)."
     )
 
 
@@ -334,10 +373,81 @@ class OutputConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of caching and retry).")
+    chunk_size: int = Field(default=256, ge=1, description="Images per chunk (unit of scheduling and retry).")
     retries: int = Field(default=1, ge=0, description="Prefect retries for a failed chunk.")
-    cache: bool = Field(default=True, description="Reuse finished chunks of an identical earlier audit.")
-    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads).")
+    cache: bool = Field(
+        default=True,
+        description="Reuse per-image results stored by earlier audits (keyed by image content, model weights, "
+        "settings and versions); false recomputes every image and refreshes the store.",
+    )
+    workers: int = Field(default=1, ge=1, description="Chunks in flight at once (threads, executor local).")
+    executor: Literal["local", "dask"] = Field(
+        default="local", description="Where chunks run: local threads, or Dask workers through prefect-dask."
+    )
+    dask_address: str | None = Field(
+        default=None, description="executor dask: scheduler address of an existing cluster, e.g. tcp://10.0.0.5:8786."
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="executor dask: start a LocalCluster of this many worker processes."
+    )
+
+    @model_validator(mode="after")
+    def _dask_keys(self) -> RunConfig:
+        if self.executor != "dask" and (self.dask_address or self.dask_workers):
+            raise ValueError("dask_address / dask_workers need executor: dask")
+        if self.dask_address and self.dask_workers:
+            raise ValueError("set either dask_address (an existing cluster) or dask_workers (a local one), not both")
+        if self.dask_address is not None and not re.match(r"^[a-z]+://[^\s]+$", self.dask_address):
+            raise ValueError(f"dask_address {self.dask_address!r} must look like tcp://HOST:PORT")
+        return self
+
+
+# --- experiment trackers (issue 11) ---
+_TRACKER_EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def _require_extra(module: str) -> None:
+    """Fail at config time (exit 2) when a tracker's optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"needs the optional extra: pip install 'camaudit[{_TRACKER_EXTRAS[module]}]' ({module} is not installed)")
+
+
+class MlflowTrackingConfig(_Strict):
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. sqlite:///mlflow.db, file:./mlruns or http://host:5000.")
+    experiment: str = Field(default="camaudit", min_length=1, description="Experiment name (created when missing).")
+    run_name: str | None = Field(default=None, description="MLflow run name; default: <name>-<run-id>.")
+    artifact_location: str | None = Field(
+        default=None, description="Artifact root of a newly created experiment (e.g. a folder); default: MLflow's."
+    )
+
+    @model_validator(mode="after")
+    def _installed(self) -> MlflowTrackingConfig:
+        _require_extra("mlflow")
+        return self
+
+
+class WandbTrackingConfig(_Strict):
+    project: str = Field(min_length=1, description="W&B project.")
+    mode: Literal["offline", "online", "disabled"] = Field(
+        default="offline", description="offline writes the run under dir/wandb/ (sync later with `wandb sync`)."
+    )
+    entity: str | None = None
+    dir: Path | None = Field(default=None, description="Where wandb/ is written; default: the audit's output folder.")
+    max_images: int = Field(default=12, ge=0, description="Gallery heatmap overlays logged as wandb.Image.")
+
+    @model_validator(mode="after")
+    def _installed(self) -> WandbTrackingConfig:
+        _require_extra("wandb")
+        return self
+
+
+class TrackingConfig(_Strict):
+    """Optional experiment trackers, called once after the run's outputs are written."""
+
+    mlflow: MlflowTrackingConfig | None = None
+    wandb: WandbTrackingConfig | None = None
 
 
 class AuditConfig(_Strict):
@@ -353,6 +463,7 @@ class AuditConfig(_Strict):
     gate: GateConfig = GateConfig()
     output: OutputConfig = OutputConfig()
     run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def counterfactual_regions(self) -> list[str]:
         """Regions intervened on: ``counterfactual.regions``, or every enabled one but background."""

@@ -1,7 +1,7 @@
 """Failure analysis data: one row per misclassified image and the few mistakes the report shows.
 
-A mistake is a labelled image whose predicted class is not its label. For each one the chunk
-loop computes two heatmaps, for the predicted class and for the true class, and measures every
+A mistake is a labelled image whose predicted class is not its label. For each one the flow's
+``failures`` step (after the merge) computes two heatmaps, for the predicted class and for the true class, and measures every
 region on both; the row says which region the wrong prediction leaned on (the region with the
 highest lift above 1 on the predicted-class map, or "none"). Only the ``k`` most confident
 mistakes per true class keep their pictures (:func:`top_per_class`), so memory stays bounded

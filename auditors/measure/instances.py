@@ -7,6 +7,7 @@ fingerprint of each instance's crop, let the token stage group instances across 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -18,7 +19,12 @@ from auditors.data.geometry import Placement, polygons_to_mask
 from auditors.measure.metrics import region_metrics
 from auditors.regions.base import Region
 
-__all__ = ["INSTANCE_COLUMNS", "instance_rows", "crop_fingerprint", "polygon_crop", "top_instance_columns"]
+__all__ = ["INSTANCE_COLUMNS", "instance_rows", "crop_fingerprint", "crop_patch", "polygon_crop", "top_instance_columns", "PATCH_H", "PATCH_MIN_W", "PATCH_MAX_W"]
+
+#: Height of the stored grey crop the token stage compares (aligned, multi-scale) across images;
+#: its width follows the crop's aspect ratio (PATCH_MIN_W..PATCH_MAX_W), so a long text line
+#: keeps its letters instead of becoming a texture.
+PATCH_H, PATCH_MIN_W, PATCH_MAX_W = 16, 8, 192
 
 #: text_instances.parquet columns and dtypes.
 INSTANCE_COLUMNS: dict[str, str] = {
@@ -33,6 +39,7 @@ INSTANCE_COLUMNS: dict[str, str] = {
     "text_conf": "float64",
     "fingerprint": "string",  # 64-bit difference hash of the crop, hex
     "aspect": "float64",  # crop width / height
+    "patch": "string",  # base64 grey crop, PATCH_H high: the token stage's visual descriptor
     "mass": "float64",
     "area": "float64",
     "lift": "float64",
@@ -64,6 +71,20 @@ def crop_fingerprint(crop: np.ndarray) -> str:
     for b in bits:
         value = (value << 1) | int(b)
     return f"{value:016x}"
+
+
+def crop_patch(crop: np.ndarray) -> str:
+    """The crop as a grey patch ``PATCH_H`` high, base64 (16 x 48 = 768 bytes for a 3:1 word).
+
+    Unlike a 64-bit hash this keeps enough of the mark to *align* two crops whose boxes differ by
+    a few pixels (see ``tokens.visual``), which is what splits one badge into several tokens.
+    """
+    if crop.size == 0:
+        return base64.b64encode(bytes(PATCH_H * PATCH_MIN_W)).decode("ascii")
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
+    width = int(np.clip(round(PATCH_H * crop.shape[1] / max(crop.shape[0], 1)), PATCH_MIN_W, PATCH_MAX_W))
+    small = cv2.resize(grey, (width, PATCH_H), interpolation=cv2.INTER_AREA)
+    return base64.b64encode(np.ascontiguousarray(small, dtype=np.uint8).tobytes()).decode("ascii")
 
 
 def instance_rows(
@@ -101,6 +122,7 @@ def instance_rows(
                 "text_conf": float(text.text_scores[k]) if getattr(text, "text_scores", None) else float("nan"),
                 "fingerprint": crop_fingerprint(crop),
                 "aspect": crop.shape[1] / max(crop.shape[0], 1),
+                "patch": crop_patch(crop),
                 "mass": float(met["mass"][k]),
                 "area": float(met["area"][k]),
                 "lift": float(met["lift"][k]),

@@ -176,28 +176,33 @@ class MaskSource:
         return Region(self.name, polygons=polys, scores=[1.0] * len(polys), mask=mask)
 
     def fingerprint(self, paths: list[str]) -> str:
-        """Changes when any input of these images' regions changes (mask file or manifest value)."""
+        """Changes when any input of these images' regions changes (mask file bytes or manifest value).
+
+        By content, not size/mtime: a mask rewritten with the same size and its mtime restored must
+        not serve stale results (per-image result keys include this).
+        """
         h = hashlib.sha256(self.cfg.model_dump_json().encode())
         for p in paths:
             if self.cfg.source == "masks":
-                f = mask_path_for(self.masks_dir, p)
-                try:
-                    st = f.stat()
-                    h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-                except OSError:
-                    h.update(f"{p}|missing\n".encode())
+                h.update(f"{p}|{_file_digest(mask_path_for(self.masks_dir, p))}\n".encode())
             else:
                 value = self._rows().get(p, {}).get(self.cfg.column)
                 h.update(f"{p}|{value!r}\n".encode())
                 if self.cfg.source == "manifest_mask" and not is_missing(value):
-                    try:
-                        st = (self.root / str(value).strip()).stat()
-                        h.update(f"{st.st_size}|{st.st_mtime_ns}\n".encode())
-                    except OSError:
-                        h.update(b"missing\n")
+                    h.update(f"{_file_digest(self.root / str(value).strip())}\n".encode())
         return h.hexdigest()
 
 
 def _area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _file_digest(path: Path) -> str:
+    """Content hash of a regular file, or 'missing' (never opens FIFOs or devices)."""
+    try:
+        if not path.is_file():
+            return "missing"
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        return "missing"

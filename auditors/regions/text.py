@@ -274,6 +274,8 @@ class TextDetector:
             results[key] = r
             if not isinstance(r, str):
                 to_store[key] = _encode(*r)
+                # Use what the cache will hand back (rounded), so a cold and a warm run give equal rows.
+                results[key] = _decode(to_store[key])
         self._cache_put(to_store)
         for key, r in zip(todo, fresh, strict=True):
             self.stats["failed" if isinstance(r, str) else "detected"] += 1

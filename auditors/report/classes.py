@@ -14,7 +14,20 @@ from auditors.report.formatting import (
     fmt_ci, fmt_float, fmt_int, fmt_pct, fmt_threshold, level_class, num, region_label, sort_key,
 )
 
-__all__ = ["build_class_table"]
+__all__ = ["MAX_EMPTY_CLASS_ROWS", "build_class_table", "listed_classes"]
+
+#: Above this many model classes (ImageNet: 1000), classes without audited images are not listed.
+MAX_EMPTY_CLASS_ROWS = 30
+
+
+def listed_classes(summary: Summary) -> tuple[Summary, int]:
+    """The summary with only classes that have images when the model has many classes, and how
+    many were left out (summary.json keeps them all)."""
+    classes = summary.classes
+    if len(classes) <= MAX_EMPTY_CLASS_ROWS:
+        return summary, 0
+    kept = {k: v for k, v in classes.items() if (num(v.get("n")) or 0) > 0}
+    return summary.model_copy(update={"classes": kept}), len(classes) - len(kept)
 
 
 def _flip_keys(summary: Summary) -> list[str]:
@@ -129,7 +142,9 @@ def _groups(cols: list[dict[str, Any]], sources: dict[str, RegionSource]) -> lis
 
 
 def build_class_table(summary: Summary) -> dict[str, Any]:
-    """Header rows, body rows and the overall row of the per-class table."""
+    """Header rows, body rows and the overall row of the per-class table (classes without
+    images left out when the model has more than :data:`MAX_EMPTY_CLASS_ROWS`)."""
+    summary, hidden_empty = listed_classes(summary)
     regions = list(summary.regions)
     cols = _class_columns(regions, _flip_keys(summary))
     thresholds = {r: lift_threshold(summary, r) for r in regions}
@@ -147,6 +162,7 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
         "overall": overall_row,
         "thresholds": {r: fmt_threshold(t) for r, t in thresholds.items() if t is not None},
         "min_images": fmt_int(min_n) if min_n is not None and min_n > 1 else None,
+        "hidden_empty": hidden_empty,
         "has_extra": any(c["extra"] for c in cells),
         "has_intervals": any(c["sub"].startswith("[") for c in cells),
         "ci_level": ci_level(summary),

@@ -7,8 +7,8 @@ run folder is kept together. All user-controlled text (paths, class names, rule 
 through Jinja2 autoescape.
 
 Each section is built by its own module from the typed :class:`Summary` (verdict, classes,
-counterfactual, sanity, gallery, tokens, quality, settings); this module puts them into the
-template (``templates/report.html.j2``). Sections a run did not record (an older
+counterfactual, sanity, history, gallery, tokens, quality, settings); this module puts them into
+the template (``templates/report.html.j2``). Sections a run did not record (an older
 summary.json) are left out.
 """
 
@@ -30,13 +30,14 @@ from markupsafe import Markup
 from auditors.audit.summary import Summary
 from auditors.measure.gallery import GalleryItem
 from auditors.report.charts import build_charts
-from auditors.report.classes import build_class_table
+from auditors.report.classes import build_class_table, listed_classes
 from auditors.report.counterfactual import build_counterfactual
 from auditors.report.facts import lift_threshold
 from auditors.report.failures import build_failures
 from auditors.measure.failures import FailureItem
 from auditors.report.formatting import fmt_date, fmt_text
 from auditors.report.gallery import build_gallery
+from auditors.report.history import build_history
 from auditors.report.quality import MAX_ERROR_ROWS, build_counts, build_errors, build_validation, cam_status_counts
 from auditors.report.sanity import build_sanity
 from auditors.report.settings import build_methods, build_settings
@@ -99,7 +100,7 @@ def build_context(
     summary = as_summary(summary)
     regions = list(summary.regions)
     errs = build_errors(errors)
-    counterfactual = build_counterfactual(summary)
+    counterfactual = build_counterfactual(listed_classes(summary)[0])  # a 1000-class model: audited classes only
     cf_regions = [b["region"] for b in counterfactual["blocks"]] if counterfactual else []
     return {
         "name": fmt_text(summary.name),
@@ -118,6 +119,7 @@ def build_context(
         "counterfactual": counterfactual,
         "tokens": build_tokens(summary, token_examples, token_crops),
         "sanity": build_sanity(summary),
+        "history": build_history(summary),
         "methods": build_methods(summary),
         "counts": build_counts(summary, images, errs["total"]),
         "cam_status": cam_status_counts(images),

@@ -16,6 +16,7 @@ from auditors.report.formatting import (
     EFFECT_NOUNS, REGION_NOUNS, as_dict, fmt_dec, fmt_float, fmt_int, fmt_threshold, interval, num, pct_words,
     plural, sentence_digits,
 )
+from auditors.report.history import regression_sentence
 from auditors.report.tokens_text import flagged_tokens, token_entries, token_sentence
 
 __all__ = ["Verdict", "build_verdict"]
@@ -121,6 +122,10 @@ def _findings(summary: Summary) -> list[dict[str, str]]:
             out.append({"sentence": token_sentence(tokens.get(key, {"token": key}), f, ci_level(summary)),
                         "rule": f.rule, "token": key})
             covered_tokens.add(key)
+            continue
+        if f.rule.startswith("regression_"):  # against a baseline run (auditors/report/history.py)
+            out.append({"sentence": regression_sentence(f), "rule": f.rule})
+            covered.add(str(cls))
             continue
         stats = classes.get(cls) if cls is not None else summary.overall
         sentence = _finding_sentence(cls, f.rule, f.value, f.threshold, stats, lower=f.lower, summary=summary)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ from auditors.measure.metrics import upsample_maps
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.measure.metrics import display_map
 from auditors.models.engines import class_name
-from auditors.analysis.stats import mean_ci
+from auditors.analysis.stats import mean_ci, mean_pvalue
 
-__all__ = ["token_effect", "risk_score"]
+__all__ = ["token_effect", "risk_score", "sample_paths", "select_effect_tokens"]
 
 
 def token_effect(
@@ -45,6 +46,7 @@ def token_effect(
     stats: StatsConfig,
     max_images: int,
     batch_size: int,
+    max_effect: float = 0.0,
     n_examples: int = 3,
     n_crops: int = 4,
     all_instances: pd.DataFrame | None = None,
@@ -57,7 +59,7 @@ def token_effect(
     never removes other text. Images without a valid placebo are skipped and counted
     (``n_no_placebo``). Returns statistics plus example crops and gallery items for the report.
     """
-    paths = list(dict.fromkeys(instances["path"]))[:max_images]
+    paths = sample_paths(list(dict.fromkeys(instances["path"])), max_images, stats.seed, token)
     polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in instances[instances["path"].isin(paths)].groupby("path")}
     every = instances if all_instances is None else all_instances
     all_polys = {p: [np.asarray(json.loads(s)) for s in g["polygon"]] for p, g in every[every["path"].isin(paths)].groupby("path")}
@@ -129,6 +131,8 @@ def token_effect(
         "conf_drop_placebo": float(np.mean(drops_placebo)) if drops_placebo else None,
         "effect": float(eff.mean()) if len(eff) else None,
         "effect_ci": mean_ci(eff, st.bootstrap, st.ci, st.seed),
+        # one-sided H0 effect <= max_effect (issue 10); Student t: calibrated on few images
+        "effect_p_value": mean_pvalue(eff, max_effect),
         "examples": examples,
         "crops": crops,
     }
@@ -146,3 +150,40 @@ def risk_score(row: pd.Series, n_images_total: int) -> float:
     effect = max(effect, 0.0) if effect is not None and np.isfinite(effect) else 0.0
     frequency = math.log1p(row["n_images"]) / math.log1p(max(n_images_total, 1))
     return float(frequency * (1.0 + assoc) * (1.0 + attention) * (1.0 + 10.0 * effect))
+
+
+def sample_paths(paths: list[str], k: int, seed: int, token: str) -> list[str]:
+    """A seeded random sample of ``k`` of a token's images, not the first ``k`` in dataset order.
+
+    Dataset order is often class order, so the first N images would all come from one class.
+    The seed mixes ``stats.seed`` with the token key: reproducible, independent per token.
+    """
+    if len(paths) <= k:
+        return paths
+    rng = np.random.default_rng([seed & 0x7FFFFFFF, zlib.crc32(token.encode())])
+    idx = np.sort(rng.choice(len(paths), size=k, replace=False))
+    return [paths[i] for i in idx]
+
+
+def select_effect_tokens(table: pd.DataFrame, k: int) -> list[int]:
+    """Up to ``k`` rows to test by removal, taken in turn from three rankings.
+
+    Ranking by association alone would never test a mark that is balanced across classes, which
+    is exactly the case where only the model's dependence can reveal it: so the risk ranking
+    (association-led), frequency (``n_images``) and attention (``lift``) each contribute.
+    """
+    if k <= 0 or table.empty:
+        return []
+    rankings = [
+        list(table.sort_values(["risk", "n_images"], ascending=False, kind="stable").index),
+        list(table.sort_values(["n_images", "lift"], ascending=False, kind="stable").index),
+        list(table.assign(_l=table["lift"].fillna(-np.inf)).sort_values(["_l", "n_images"], ascending=False, kind="stable").index),
+    ]
+    chosen: list[int] = []
+    pos = 0
+    while len(chosen) < min(k, len(table)):
+        for r in rankings:
+            if pos < len(r) and r[pos] not in chosen and len(chosen) < k:
+                chosen.append(r[pos])
+        pos += 1
+    return chosen

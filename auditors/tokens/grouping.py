@@ -1,31 +1,37 @@
 """Recurring text tokens: group text instances across the dataset and rank them by risk.
 
-Real shortcuts are small recurring marks (a studio logo, a rating sticker, a badge word). They
-are grouped by their normalised recognised string when OCR reads them, and otherwise by a
-visual fingerprint, so a logo OCR cannot read still forms one token.
+Real shortcuts are small recurring marks (a studio logo, a rating sticker, a badge word). One
+mark is one token whether OCR reads it, misreads it or cannot read it: crops are grouped by
+aligned visual similarity (``tokens.visual``), and reads of one visual group that are a few
+edits apart are merged; the class association is an omnibus test (no class picked first).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import zlib
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
 
-__all__ = ["TokenSettings", "normalise_text", "assign_tokens", "token_table"]
+from auditors.analysis.stats import association_pvalue
+from auditors.tokens.visual import decode_patches, hash_components, visual_components
+
+__all__ = ["TokenSettings", "normalise_text", "edit_ratio", "assign_tokens", "token_table"]
 
 
 @dataclass(frozen=True)
 class TokenSettings:
     min_text_length: int = 2
     min_text_conf: float = 0.4
-    max_hamming: int = 6  # fingerprint bits two crops of one mark may differ by
-    max_aspect_ratio: float = 1.35  # ... and their aspect ratios at most by this factor
+    max_hamming: int = 6  # legacy instances without a patch: fingerprint bits two crops may differ by
+    max_aspect_ratio: float = 1.35  # two crops of one mark differ in aspect ratio at most by this factor
     min_images: int = 3
+    max_visual_distance: float = 0.25  # 1 - aligned similarity within which two crops are one mark
+    max_edit_distance: float = 0.34  # edits / length within which two reads of one mark are merged
 
 
 def normalise_text(s: str | None) -> str:
@@ -37,80 +43,106 @@ def normalise_text(s: str | None) -> str:
     return re.sub(r"[\W_]+", "", s.casefold())
 
 
-class _UnionFind:
-    def __init__(self, n: int):
-        self.parent = list(range(n))
+def edit_ratio(a: str, b: str) -> float:
+    """Levenshtein distance / length of the longer string (0: equal, 1: nothing in common)."""
+    if a == b:
+        return 0.0
+    if not a or not b:
+        return 1.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1] / max(len(a), len(b))
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+def _visual_labels(instances: pd.DataFrame, s: TokenSettings) -> np.ndarray:
+    """Visual component per instance (patch similarity; legacy hash grouping where no patch)."""
+    n = len(instances)
+    aspects = instances["aspect"].to_numpy(float)
+    labels = np.arange(n)
+    patches, ok = decode_patches(instances["patch"].tolist() if "patch" in instances else [None] * n)
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        labels[idx] = idx[visual_components([patches[i] for i in idx], aspects[idx], 1.0 - s.max_visual_distance, s.max_aspect_ratio)]
+    if (~ok).any():
+        idx = np.flatnonzero(~ok)
+        labels[idx] = idx[hash_components(instances["fingerprint"].iloc[idx].tolist(), aspects[idx], s.max_hamming, s.max_aspect_ratio)]
+    return labels
 
 
-def _visual_groups(fingerprints: list[str], aspects: np.ndarray, s: TokenSettings) -> list[int]:
-    """Cluster 64-bit hashes within ``max_hamming`` bits (and similar aspect ratio).
+def _canonical(strings: pd.Series, max_edit: float) -> dict[str, str]:
+    """Map each read string of one visual mark to the most frequent string within ``max_edit``.
 
-    Candidates come from 8 bands of 8 bits: by pigeonhole, two hashes within 7 bits share at
-    least one band exactly, so no pair within ``max_hamming`` <= 7 is missed, without the
-    quadratic all-pairs comparison.
+    'NEW' read 30 times, 'NEN' 4 and 'NE' twice on crops that look alike are one mark. A
+    different word that happens to look alike keeps its own token: its string is far from every
+    canon ('images' vs 'smaller'), or it is about as frequent as the near one ('then'/'them').
     """
-    n = len(fingerprints)
-    values = np.array([int(f, 16) for f in fingerprints], dtype=np.uint64)
-    uf = _UnionFind(n)
-    for band in range(8):
-        buckets: dict[int, list[int]] = {}
-        keys = (values >> np.uint64(band * 8)) & np.uint64(0xFF)
-        for i, k in enumerate(keys.tolist()):
-            buckets.setdefault(k, []).append(i)
-        for members in buckets.values():
-            if len(members) < 2 or len(members) > 5000:
-                continue
-            m = np.array(members)
-            for a_pos, a in enumerate(members[:-1]):
-                rest = m[a_pos + 1 :]
-                dist = np.array([bin(int(x)).count("1") for x in (values[rest] ^ values[a])])
-                ratio = np.maximum(aspects[rest], aspects[a]) / np.maximum(np.minimum(aspects[rest], aspects[a]), 1e-6)
-                for b in rest[(dist <= s.max_hamming) & (ratio <= s.max_aspect_ratio)]:
-                    uf.union(a, int(b))
-    return [uf.find(i) for i in range(n)]
+    counts = strings.value_counts()
+    ranked = sorted(counts.index, key=lambda t: (-counts[t], -len(t), t))
+    canon: dict[str, str] = {}
+    heads: list[str] = []
+    for t in ranked:
+        # A misread is rarer than the reading: only a string read at least twice as often absorbs
+        # a near string ('Title 10' and 'Title 11', each once, stay two tokens).
+        head = next((h for h in heads if counts[h] >= 2 * counts[t] and edit_ratio(t, h) <= max_edit), None)
+        if head is None:
+            heads.append(t)
+            head = t
+        canon[t] = head
+    return canon
 
 
 def assign_tokens(instances: pd.DataFrame, s: TokenSettings) -> pd.Series:
-    """Token key per instance: ``text:<normalised>`` when read reliably, else ``visual:<id>``."""
+    """Token key per instance: one token per mark, whether it was read or not.
+
+    Instances are first grouped visually (aligned crops, ``tokens.visual``). Within a visual
+    group, reads within ``max_edit_distance`` of the group's most frequent read are that read
+    (``text:new`` for NEW/NEN/NE), unread crops join it too; a group nobody read is
+    ``visual:<first member's fingerprint>``. Identical reads are one token across groups.
+    """
     norm = instances["text"].fillna("").map(normalise_text)
     conf = instances["text_conf"].fillna(0.0)
-    readable = (norm.str.len() >= s.min_text_length) & (conf >= s.min_text_conf)
-    keys = pd.Series("text:" + norm, index=instances.index, dtype="object")
-    unread = instances.index[~readable]
-    if len(unread):
-        groups = _visual_groups(instances.loc[unread, "fingerprint"].tolist(), instances.loc[unread, "aspect"].to_numpy(float), s)
-        roots = pd.Series(groups, index=unread)
-        # Name a visual token after its first member's fingerprint: stable across runs.
-        first_fp = instances.loc[unread, "fingerprint"].groupby(roots.values).transform("first")
-        keys.loc[unread] = "visual:" + first_fp.astype(str)
-    return keys
+    readable = ((norm.str.len() >= s.min_text_length) & (conf >= s.min_text_conf)).to_numpy()
+    labels = _visual_labels(instances, s)
+    norm_v = norm.to_numpy(object)
+    fp = instances["fingerprint"].astype(str).to_numpy(object)
+    keys = np.where(readable, "text:" + norm.astype(str).to_numpy(object), "visual:" + fp)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        read = members[readable[members]]
+        if len(read) == 0:
+            keys[members] = "visual:" + fp[members.min()]
+            continue
+        canon = _canonical(pd.Series(norm_v[read]), s.max_edit_distance)
+        keys[read] = ["text:" + canon[t] for t in norm_v[read]]
+        dominant = canon[pd.Series(norm_v[read]).value_counts().index[0]]
+        keys[members[~readable[members]]] = "text:" + dominant
+    return pd.Series(keys, index=instances.index, dtype="object")
 
 
-def _association(images_with: pd.Series, base: pd.Series) -> tuple[str | None, float, float]:
-    """Class most over-represented among the token's images, its share and a Fisher p-value."""
+def _association(images_with: pd.Series, base: pd.Series, seed: int) -> tuple[str | None, float, dict[str, float], float]:
+    """Most over-represented class (descriptive), its share, all shares, and an omnibus p-value.
+
+    The p-value tests whether the token's class mix differs from the dataset's *at all*
+    (``association_pvalue``): no class is picked before the test, so it is not inflated by
+    post-selection. ``class_share`` and ``class_shares`` share one denominator: the token's
+    images with a known class.
+    """
     counts = images_with.value_counts()
-    if counts.empty:
-        return None, math.nan, math.nan
     total_with, total = int(counts.sum()), int(base.sum())
+    if total_with == 0 or total == 0:
+        return None, math.nan, {}, math.nan
     enrichment = {c: (counts.get(c, 0) / total_with) / (base[c] / total) for c in base.index if base[c] > 0}
     top = max(enrichment, key=enrichment.get)
-    a = int(counts.get(top, 0))
-    b = total_with - a
-    c = int(base[top]) - a
-    d = total - total_with - c
-    _, p = fisher_exact([[a, b], [c, d]], alternative="greater")
-    return top, a / total_with, float(p)
+    shares = {str(c): round(float(v) / total_with, 4) for c, v in counts.items()}
+    p = association_pvalue(np.array([int(counts.get(c, 0)) for c in base.index]), base.to_numpy(), seed=seed)
+    return top, int(counts.get(top, 0)) / total_with, shares, p
 
 
 def token_table(instances: pd.DataFrame, images: pd.DataFrame, group_by: str, s: TokenSettings) -> pd.DataFrame:
@@ -133,8 +165,7 @@ def token_table(instances: pd.DataFrame, images: pd.DataFrame, group_by: str, s:
     for token, g in per_image.groupby("token", sort=False):
         if len(g) < s.min_images:
             continue
-        top, share, p = _association(g["cls"].dropna(), base)
-        shares = (g["cls"].value_counts() / len(g)).round(4).to_dict()
+        top, share, shares, p = _association(g["cls"].dropna(), base, seed=zlib.crc32(str(token).encode()))
         mass, area = g["mass"].mean(), g["area"].mean()
         rows.append(
             {

@@ -11,11 +11,11 @@ import pandas as pd
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess
 from auditors.measure.gallery import GalleryItem
-from auditors.analysis.gate import flag_tokens
+from auditors.analysis.gate import token_decisions
 from auditors.analysis.stats import interval
 from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
-from auditors.tokens.effects import risk_score, token_effect
+from auditors.tokens.effects import risk_score, select_effect_tokens, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
 
 __all__ = ["TokenResult", "analyse_tokens"]
@@ -31,7 +31,14 @@ class TokenResult:
 
 def _settings(cfg: AuditConfig) -> TokenSettings:
     t = cfg.tokens
-    return TokenSettings(min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images)
+    return TokenSettings(
+        min_text_length=t.min_text_length, min_text_conf=t.min_text_conf, max_hamming=t.max_hamming, min_images=t.min_images,
+        max_visual_distance=t.max_visual_distance, max_edit_distance=t.max_edit_distance,
+    )
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
 
 
 def analyse_tokens(
@@ -55,6 +62,7 @@ def analyse_tokens(
     table["flip_rate_removed"] = np.nan
     table["flip_rate_placebo"] = np.nan
     table["n_tested"] = 0
+    table["effect_p_value"] = np.nan
     table["n_no_placebo"] = 0  # images of the token left out of its effect: no placebo avoiding all text
     table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
     table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
@@ -65,20 +73,26 @@ def analyse_tokens(
         device = select_device(cfg.cam.device)
         engine = engine_for(cfg.model, cfg.cam, target_layer, device)
         prep = Preprocess.of(cfg.model)
-        for i in table.index[: cfg.tokens.effect_tokens]:
+        for i in select_effect_tokens(table, cfg.tokens.effect_tokens):
             token = table.at[i, "token"]
             res = token_effect(
                 token, instances[instances["token"] == token], labels, classes, engine=engine, device=device, prep=prep,
                 root=cfg.dataset.root, cf=cfg.counterfactual, stats=cfg.stats,
                 max_images=cfg.tokens.max_effect_images, batch_size=cfg.cam.batch_size, all_instances=instances,
+                max_effect=cfg.tokens.max_effect,
             )
-            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "n_no_placebo"):
+            for key in ("effect", "flip_rate_removed", "flip_rate_placebo", "n_tested", "n_no_placebo", "effect_p_value"):
                 table.at[i, key] = res[key] if res[key] is not None else np.nan
             table.at[i, "effect_ci"] = res["effect_ci"]
             examples[token], crops[token] = res["examples"], res["crops"]
         table["risk"] = table.apply(risk_score, axis=1, n_images_total=n_total)
         table = table.sort_values(["risk", "n_images"], ascending=False).reset_index(drop=True)
-    table["flagged"] = flag_tokens(table, cfg.tokens)
+    decisions = token_decisions(table, cfg.tokens)
+    for col in decisions.columns:
+        table[col] = decisions[col]
+    # Flagged tokens first (dependence, then association), each group by risk: the report's top
+    # row is the most serious finding, not the most class-skewed mark.
+    table = table.sort_values(["flagged", "dependent", "risk", "n_images"], ascending=False, kind="stable").reset_index(drop=True)
     summary = [
         {
             "token": r.token,
@@ -98,6 +112,14 @@ def analyse_tokens(
             "flip_rate_removed": None if not np.isfinite(r.flip_rate_removed) else float(r.flip_rate_removed),
             "flip_rate_placebo": None if not np.isfinite(r.flip_rate_placebo) else float(r.flip_rate_placebo),
             "n_no_placebo": int(r.n_no_placebo),
+            # issue 10: two findings kept apart (data association vs model dependence)
+            "q_value": _num(r.q_value),
+            "associated": bool(r.associated),
+            "attended": bool(r.attended),
+            "effect_p_value": _num(r.effect_p_value),
+            "effect_q_value": _num(r.effect_q_value),
+            "dependent": bool(r.dependent),
+            "finding": r.finding if isinstance(r.finding, str) else None,
             "risk": float(r.risk),
             "flagged": bool(r.flagged),
         }

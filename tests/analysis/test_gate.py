@@ -3,6 +3,7 @@ validation failures, and the levels the report colours cells with."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
@@ -48,8 +49,8 @@ def test_tokens_and_validation_fail_the_gate_after_the_class_rules():
     invalid = {"success": False, "n_expectations": 5, "n_failed": 2}
     gate = decide(classes, GateConfig(), ["text"], [], tokens, invalid)
     assert [f["rule"] for f in gate["failures"]] == ["max_text_lift", "token", "validation"]
-    assert gate["failures"][1] == {"class": "clear", "rule": "token", "token": "text:new", "value": 4.0,
-                                   "effect": 0.3, "lower": 0.2, "threshold": None}
+    expected = {"class": "clear", "rule": "token", "token": "text:new", "value": 4.0, "effect": 0.3, "lower": 0.2, "threshold": None}
+    assert expected.items() <= gate["failures"][1].items()  # plus the issue-10 keys: finding, q-values
     assert gate["failures"][2] == {"class": None, "rule": "validation", "value": 2, "threshold": 0}
     # Either alone fails a run whose classes pass.
     fine = per_class({"fine": (40, 0.1, 0.1)})
@@ -68,14 +69,17 @@ def test_limits_of_other_regions_and_effects():
     assert [f["rule"] for f in gate["failures"]] == ["max_border_lift", "max_background_effect"]
 
 
-def test_flag_tokens_needs_association_and_attention_or_effect():
+def test_flag_tokens_dependence_alone_or_association_with_attention():
+    """Issue 10: the model's dependence fails on its own; association needs attention (by default)."""
     table = pd.DataFrame([
-        {"p_value": 1e-6, "lift": 3.0, "effect_ci": None, "n_images": 10},         # attended + associated
-        {"p_value": 1e-6, "lift": 1.0, "effect_ci": [0.1, 0.2], "n_images": 10},   # needed + associated
-        {"p_value": 0.5, "lift": 3.0, "effect_ci": [0.1, 0.2], "n_images": 10},    # spread over classes
-        {"p_value": 1e-6, "lift": 3.0, "effect_ci": None, "n_images": 2},          # too rare
+        {"p_value": 1e-6, "lift": 3.0, "effect_p_value": np.nan, "n_images": 10},  # attended + associated
+        {"p_value": 1e-6, "lift": 1.0, "effect_p_value": 1e-4, "n_images": 10},    # needed (+ associated)
+        {"p_value": 0.5, "lift": 3.0, "effect_p_value": 1e-4, "n_images": 10},     # needed, spread over classes
+        {"p_value": 1e-6, "lift": 3.0, "effect_p_value": np.nan, "n_images": 2},   # too rare
+        {"p_value": 1e-6, "lift": 1.0, "effect_p_value": 0.5, "n_images": 10},     # associated only
     ])
-    assert flag_tokens(table, TokensConfig()).tolist() == [True, True, False, False]
+    assert flag_tokens(table, TokensConfig()).tolist() == [True, True, True, False, False]
+    assert flag_tokens(table, TokensConfig(fail_on_association=True)).tolist() == [True, True, True, False, True]
 
 
 def test_levels_follow_the_rules():

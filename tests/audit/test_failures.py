@@ -187,14 +187,40 @@ def test_chunk_keeps_only_top_k_pictures_per_class(shortcut_run, tmp_path):
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"failures_per_class": 1}),
                                  "cam": cfg.cam.model_copy(update={"batch_size": 4})})
     index = discover(cfg.dataset)
-    result = audit_chunk(index.entries, cfg, index.classes, "features.3", tmp_path / "regions.sqlite")
+    # the cached chunk loop never pays for failure analysis: only the flow's step asks for it
+    plain = audit_chunk(index.entries[:8], cfg, index.classes, "features.3", tmp_path / "regions.sqlite")
+    assert plain.failures is None and plain.failure_items == []
+    result = audit_chunk(index.entries, cfg, index.classes, "features.3", tmp_path / "regions.sqlite", failures_wanted=True)
     assert len(result.failures) == int((result.rows["pred"] != result.rows["label"]).sum()) > 1
     by_class = result.failures.groupby("label")["confidence"].max()
     assert sorted((it.label, it.confidence) for it in result.failure_items) == sorted(by_class.items())
     assert all(it.cam_pred.shape == it.cam_true.shape == it.image.shape[:2] for it in result.failure_items)
     off = cfg.model_copy(update={"output": cfg.output.model_copy(update={"failures_per_class": 0})})
-    none = audit_chunk(index.entries[:8], off, index.classes, "features.3", tmp_path / "regions.sqlite")
+    none = audit_chunk(index.entries[:8], off, index.classes, "features.3", tmp_path / "regions.sqlite", failures_wanted=True)
     assert none.failures is None and none.failure_items == []
+
+
+@pytest.mark.slow
+def test_failures_hold_for_rows_reused_from_the_result_store(shortcut_run, tmp_path):
+    """Failure analysis runs after the merge, so a run whose every row comes from the per-image
+    store still lists every mistake with both maps (the store keeps no pixels and no failure rows)."""
+    cfg, first, _ = shortcut_run
+    cached = cfg.model_copy(update={
+        "output": cfg.output.model_copy(update={"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")}),
+        "run": cfg.run.model_copy(update={"cache": True}),
+    })
+    fill = run_audit(cached)
+    again = run_audit(cached)
+    n = len(pd.read_parquet(again.run_dir / "images.parquet"))
+    summary = json.loads((again.run_dir / "summary.json").read_text())
+    assert fill.summary["incremental"]["computed"] == n and summary["incremental"] == {"reused": n, "computed": 0, "rejected": 0}
+    expected = pd.read_parquet(first.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
+    got = pd.read_parquet(again.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
+    assert len(got) > 0
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, atol=1e-4, rtol=1e-3)
+    assert summary["failures"]["n_errors"] == len(got)
+    assert (again.run_dir / "report.html").read_text().count('failure-card" data-path=') == sum(
+        min(2, c) for c in got.groupby("label").size())
 
 
 def test_leaned_on_and_top_per_class_rules():

@@ -59,6 +59,9 @@ def test_badge_token_ranks_first_and_titles_are_not_flagged(demo_runs):
     tokens = shortcut.summary["tokens"]
     top = tokens[0]
     assert top["top_class"] == BADGE_CLASS and top["flagged"], tokens[:3]
+    # issue 10: both findings, kept apart; the misreads of the badge are the same token
+    assert top["token"] == "text:new" and top["associated"] and top["dependent"], top
+    assert top["finding"] == "model dependence; data association + attention" and top["effect_q_value"] < 0.025
     assert top["effect_ci"] is not None and top["effect_ci"][0] > 0
     assert all(not t["flagged"] for t in tokens[1:]), [t for t in tokens[1:] if t["flagged"]]
     assert shortcut.summary["flagged_tokens"] == [top["token"]]

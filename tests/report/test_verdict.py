@@ -54,7 +54,7 @@ def test_verdict_sentences_for_interval_rules():
         "Class 'horror': removing the text lowers confidence by 0.31 more than removing an equal-area placebo "
         "region (95% interval 0.22\u20130.40; threshold 0.05)."
     )
-    assert v.rule.startswith("a class is flagged when the lower bound")
+    assert v.rule.startswith("a class is flagged when a statistic exceeds its threshold significantly")
     # Small effects keep three decimals so they stay comparable with a 0.05 threshold; rules on
     # other regions and a failed validation, all decided by the real gate.
     summary = cf_summary(
