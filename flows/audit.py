@@ -32,7 +32,8 @@ from auditors.measure.gallery import GalleryItem
 from auditors.audit.plan import Plan, make_plan
 from auditors.audit.chunk import ChunkResult
 from auditors.audit.exports import write_chunk_exports
-from auditors.audit.finalize import finalize_run, merge_run_tables, run_tokens
+from auditors.measure.failures import FailureItem
+from auditors.audit.finalize import finalize_run, merge_run_tables, run_failures, run_tokens
 from auditors.audit.incremental import audit_images, gallery_for, pointing_misses_for
 from auditors.audit.result_cache import ResultSpec, readable, result_setting, weights_fingerprint
 from auditors.audit.run_folder import RunFolder, new_run_id
@@ -112,6 +113,12 @@ def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: st
     return gallery_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, Path(cache_path))
 
 
+@task(name="failures")
+def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict]) -> list[FailureItem]:
+    """Failure analysis on the merged rows (reused ones too): reload the mispredicted images only."""
+    return run_failures(cfg, plan, folder, Path(cache_path), errors)
+
+
 @task(name="sanity-check", retries=1)
 def sanity_task(entries: list[Entry], cfg: AuditConfig, target_layer: str) -> dict[str, Any]:
     """Adebayo-style randomisation check on a small sample (once per audit)."""
@@ -135,6 +142,7 @@ def finalize(
     cfg: AuditConfig, plan: Plan, folder: RunFolder, run_id: str, gallery: list[GalleryItem],
     stats: dict[str, int], sanity: dict[str, Any] | None, tokens: TokenResult | None, by: str, started: float,
     misses: list[GalleryItem] | None = None,
+    failure_items: list[FailureItem] | None = None,
 ) -> Summary:
     """Validate, aggregate, gate; write summary.json, validation.json and report.html."""
     done = finalize_run(cfg, plan, folder, run_id, stats, sanity, tokens, by, started)
@@ -143,6 +151,7 @@ def finalize(
         token_examples=tokens.examples if tokens is not None else None,
         token_crops=tokens.crops if tokens is not None else None,
         pointing_misses=misses,
+        failures=failure_items,
     )
     return done.summary
 
@@ -212,9 +221,10 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     merge_tables(cfg, folder, errors)
     gallery = gallery_task(cfg, plan, folder, cache_path)
     misses = misses_task(cfg, plan, folder, cache_path) if cfg.regions.expected.enabled else []
+    failure_items = failures_task(cfg, plan, folder, cache_path, errors)
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
-    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses)
+    summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses, failure_items)
     publish_artifacts(summary.to_dict(), folder.report)
     history_index_task(cfg)
     out = summary.to_dict()

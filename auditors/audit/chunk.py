@@ -17,7 +17,9 @@ import torch
 
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.audit.exports import region_rows
+from auditors.audit.failures import analyse_mistakes
 from auditors.audit.oom import compute_with_backoff
+from auditors.measure.failures import FailureItem, failure_columns, top_per_class
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.audit.variants import CamRun, layer_values, run_cams, saved_maps, target_columns, target_rows
 from auditors.config.schema import AuditConfig
@@ -42,6 +44,8 @@ class ChunkResult:
     #: the biggest pointing-game misses (regions.expected), for the report's pointing section
     misses: list[GalleryItem] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
+    failures: pd.DataFrame | None = None  # failures.parquet rows (mistaken labelled images)
+    failure_items: list[FailureItem] = field(default_factory=list)  # top-k per class, with pictures
     targets: pd.DataFrame | None = None  # cam.target: topk, one row per image and rank
     regions: list[dict] = field(default_factory=list)  # regions.parquet rows
     cams: dict[str, np.ndarray] = field(default_factory=dict)  # output.save_cams
@@ -72,13 +76,15 @@ def audit_chunk(
     *,
     instances: bool | None = None,
     on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]]], None] | None = None,
+    failures_wanted: bool = False,
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
 
     ``instances``: compute per-instance text rows even when the token stage is off (the result
     cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
     instances_per_row, region_rows_per_row)`` is called after every batch, so finished work can be stored before a
-    crash or kill loses the rest of the chunk.
+    crash or kill loses the rest of the chunk. ``failures_wanted``: also the true-class maps of
+    mispredicted images (the flow's ``failures`` step, after the merge: never for cached rows).
     """
     device = select_device(cfg.cam.device)
     engine = engine_for(cfg.model, cfg.cam, target_layer, device)
@@ -91,6 +97,8 @@ def audit_chunk(
     records: list[dict] = []
     instance_records: list[dict] = []
     gallery: list[GalleryItem] = []
+    failures: list[dict] = []
+    failure_items: list[FailureItem] = []
     k = cfg.output.gallery_size
     with_instances = wants_instances(cfg) if instances is None else (instances and "text" in regions)
     stats_extra = {"oom_splits": 0}
@@ -154,6 +162,14 @@ def audit_chunk(
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
+        if failures_wanted and cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
+            try:
+                f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
+                                                   cfg.cam.pointing_tolerance, cfg.output.failures_per_class)
+                failures += f_rows
+                failure_items = top_per_class(failure_items + f_items, cfg.output.failures_per_class)
+            except Exception as exc:  # the images stay audited; only their failure analysis is missing
+                errors += [{"path": it.path, "stage": "failures", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
         first = len(records)
         batch_instances: list[list[dict]] = []
         batch_regions: list[list[dict]] = []
@@ -212,16 +228,17 @@ def audit_chunk(
             gallery = top_k(gallery, k)
         if k_miss:
             misses = top_k(misses + _pointing_misses(records[first:], loaded, maps, masks, regions), k_miss)
-        del loaded, per_image, maps, cam, cf_views, run
+        del loaded, per_image, maps, cam, cf_views, run, x
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)) if records else empty_rows(cfg)
     rows = rows.astype(columns)
     n_degenerate = int((rows["cam_status"] != "ok").sum())
     # Region errors leave the image audited (that region's metrics are NaN): not a failed image.
-    n_failed = len({e["path"] for e in errors if e["stage"] != "regions"})
+    n_failed = len({e["path"] for e in errors if e["stage"] not in ("regions", "failures")})
     stats = {"n_ok": len(records), "n_failed": n_failed, "n_degenerate": n_degenerate}
     stats.update(builder.stats)
     stats.update(stats_extra)
+    fcols = failure_columns(regions)
     instances = None
     if with_instances:
         instances = pd.DataFrame.from_records(instance_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
@@ -230,7 +247,9 @@ def audit_chunk(
         tcols = target_columns(cfg, regions)
         targets_df = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
     return ChunkResult(rows=rows, errors=errors, gallery=gallery, stats=stats, instances=instances,
-                       targets=targets_df, regions=region_records, cams=cams, misses=misses)
+                       targets=targets_df, regions=region_records, cams=cams, misses=misses,
+                       failures=pd.DataFrame.from_records(failures, columns=list(fcols)).astype(fcols) if failures else None,
+                       failure_items=failure_items)
 
 
 def _pointing_misses(rows: list[dict], loaded: list, maps: torch.Tensor, masks: np.ndarray, regions: list[str]) -> list[GalleryItem]:

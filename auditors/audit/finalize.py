@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from auditors.analysis.aggregate import aggregate
+from auditors.analysis.failures import failure_summary
 from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
 from auditors.analysis.pointing import pointing_stats
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
@@ -27,6 +29,8 @@ from auditors.config.schema import AuditConfig
 from auditors.history import compare_with_history
 from auditors.regions.build import region_names, region_sources
 from auditors.audit.tables import empty_rows, wants_instances
+from auditors.audit.incremental import failures_for
+from auditors.measure.failures import FailureItem, empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.tokens.stage import TokenResult, analyse_tokens
 
@@ -41,6 +45,7 @@ class Finalized:
     images: pd.DataFrame
     errors: pd.DataFrame
     validation: dict[str, Any]
+    failures: pd.DataFrame | None = None
 
 
 def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int:
@@ -50,8 +55,26 @@ def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) ->
     if wants_instances(cfg):
         empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in INSTANCE_COLUMNS.items()})
         folder.merge_parts(empty, kind="instances", dest=folder.instances)
+    if cfg.output.failures_per_class:
+        folder.merge_parts(empty_failures(region_names(cfg)), kind="failures", dest=folder.failures)
     folder.write_errors(errors)
     return n_rows
+
+
+def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Path | None,
+                 errors: list[dict]) -> list[FailureItem]:
+    """Failure analysis on the merged images.parquet (so reused rows count too): writes
+    failures.parquet, appends its errors to errors.csv, returns the report's pictures."""
+    if not cfg.output.failures_per_class or not folder.images.is_file():
+        return []
+    images = pd.read_parquet(folder.images)
+    rows, items, f_errors = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, cache_path)
+    if rows is not None:
+        rows.to_parquet(folder.failures, index=False)
+    if f_errors:
+        errors.extend(f_errors)
+        folder.write_errors(errors)
+    return items
 
 
 def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -> TokenResult | None:
@@ -92,6 +115,7 @@ def summarise(
     tokens: list[dict[str, Any]] | None = None,
     run_stats: dict[str, int] | None = None,
     started: float | None = None,
+    failures: pd.DataFrame | None = None,
     variants: dict[str, Any] | None = None,
     compare_history: bool = False,
 ) -> Summary:
@@ -114,6 +138,7 @@ def summarise(
         overall=overall, gate=gate, validation=validation, sanity=sanity, tokens=tokens,
         run_stats=run_stats, elapsed=elapsed, variants=variants, history=history,
         pointing=pointing_stats(images, cfg, classes, group_by),
+        failures=failure_summary(images, failures, regions, cfg.stats),
     )
 
 
@@ -128,18 +153,19 @@ def finalize_run(
     """
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
+    failures = pd.read_parquet(folder.failures) if folder.failures.exists() else None
     validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(), cfg.counterfactual.placebo_max_overlap)
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,
         device=plan.device, sanity=sanity, tokens=tokens.summary if tokens is not None else None,
-        run_stats=run_stats, started=started,
+        run_stats=run_stats, started=started, failures=failures,
         variants=variant_summary(cfg, images, folder.dir, plan.classes, region_names(cfg), group_by),
         compare_history=True,
     )
     judge_run(summary, images, plan, cfg)
     write_json(folder.summary, summary.to_dict())
-    return Finalized(summary, images, errors, validation)
+    return Finalized(summary, images, errors, validation, failures)
 
 
 # --- hardening (issue 12): "the audit could not judge" ------------------------------------------

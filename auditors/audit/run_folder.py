@@ -73,6 +73,10 @@ class RunFolder:
         return self.dir / "errors.csv"
 
     @property
+    def failures(self) -> Path:
+        return self.dir / "failures.parquet"
+
+    @property
     def summary(self) -> Path:
         return self.dir / "summary.json"
 
@@ -109,7 +113,7 @@ class RunFolder:
         os.replace(tmp, dest)
         for p in parts:
             p.unlink()
-        if not any(self.parts.iterdir()):
+        if self.parts.is_dir() and not any(self.parts.iterdir()):
             self.parts.rmdir()
         return n
 

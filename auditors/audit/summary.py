@@ -316,6 +316,8 @@ class Summary(Record):
     targets: dict[str, Any] | None = None
     exports: dict[str, str | None] = Field(default_factory=dict)
     history: History | None = None
+    #: Failure analysis (analysis/failures.py); absent without labels or with output.failures_per_class 0.
+    failures: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -363,6 +365,7 @@ def build_summary(
     run_stats: dict[str, int] | None = None,
     elapsed: float = 0.0,
     variants: dict[str, Any] | None = None,
+    failures: dict[str, Any] | None = None,
     created_at: datetime | None = None,
     pointing: dict[str, Any] | None = None,
     history: dict[str, Any] | None = None,
@@ -384,7 +387,7 @@ def build_summary(
         "camaudit_version": auditors.__version__,
         "config": cfg.public_dict(),
         "n_images": int(len(images)),
-        "n_failed": int(errors.loc[errors["stage"] != "regions", "path"].nunique()),
+        "n_failed": int(errors.loc[~errors["stage"].isin(["regions", "failures"]), "path"].nunique()),
         "n_region_errors": int((errors["stage"] == "regions").sum()),
         "n_degenerate": int(run_stats.get("n_degenerate", 0)),
         "group_by": group_by,
@@ -417,4 +420,6 @@ def build_summary(
         fields["history"] = history
     if pointing is not None:  # only runs with regions.expected
         fields["pointing"] = pointing
+    if failures is not None:
+        fields["failures"] = failures
     return Summary.model_validate(fields)

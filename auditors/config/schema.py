@@ -446,6 +446,9 @@ class GateConfig(_Strict):
 class OutputConfig(_Strict):
     dir: Path = Path("reports")
     gallery_size: int = Field(default=12, ge=0, description="Most text-reliant images shown in the report.")
+    failures_per_class: int = Field(
+        default=3, ge=0, description="Most confident mistakes per true class shown in the report (0: no failure analysis)."
+    )
     cache_dir: Path | None = Field(
         default=None, description="Text-region and task cache; default: the user cache dir."
     )

@@ -29,9 +29,12 @@ from markupsafe import Markup
 
 from auditors.audit.summary import Summary
 from auditors.measure.gallery import GalleryItem
+from auditors.report.charts import build_charts
 from auditors.report.classes import build_class_table, listed_classes
 from auditors.report.counterfactual import build_counterfactual
 from auditors.report.facts import lift_threshold
+from auditors.report.failures import build_failures
+from auditors.measure.failures import FailureItem
 from auditors.report.formatting import fmt_date, fmt_text
 from auditors.report.gallery import build_gallery
 from auditors.report.pointing import build_pointing
@@ -54,6 +57,7 @@ RUN_FILES: tuple[tuple[str, str], ...] = (
     ("errors.csv", "every image that could not be audited, with the stage and reason"),
     ("validation.json", "full Great Expectations validation results"),
 )
+FAILURES_FILE = ("failures.parquet", "one row per misclassified image: region masses for the predicted and the true class")
 
 
 def as_summary(summary: Summary | Mapping[str, Any]) -> Summary:
@@ -92,6 +96,7 @@ def build_context(
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
     pointing_misses: list[GalleryItem] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
     summary = as_summary(summary)
@@ -107,6 +112,8 @@ def build_context(
         "settings": build_settings(summary),
         "verdict": build_verdict(summary, validation),
         "table": build_class_table(summary),
+        "charts": build_charts(summary, images),  # workflows-report: inline SVG charts
+        "failures": build_failures(summary, failures),  # workflows-report: failure analysis
         "gallery": label_heatmaps(build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
                                                 edit_order=cf_regions), heatmap_name(summary)),
         "heatmap_name": heatmap_name(summary),
@@ -122,7 +129,8 @@ def build_context(
         "errors": errs,
         "validation": build_validation(validation),
         "regions": regions,
-        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES] + export_files(summary),
+        "run_files": [{"name": n, "what": w} for n, w in RUN_FILES + ((FAILURES_FILE,) if summary.failures else ())]
+        + export_files(summary),
         "max_error_rows": MAX_ERROR_ROWS,
     }
 
@@ -136,11 +144,13 @@ def render_report(
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
     pointing_misses: list[GalleryItem] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> str:
     """The report as an HTML string (write_report without touching the disk)."""
     env = _environment()
     script = env.get_template("_sort.js.j2").render()
-    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses)
+    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses,
+                            failures)
     return env.get_template("report.html.j2").render(**context, script=Markup(script), csp=_csp(script))
 
 
@@ -154,16 +164,18 @@ def write_report(
     token_examples: dict[str, list[GalleryItem]] | None = None,
     token_crops: dict[str, list[np.ndarray]] | None = None,
     pointing_misses: list[GalleryItem] | None = None,
+    failures: list[FailureItem] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` atomically (a reader never sees half a report); return it.
 
     ``token_examples`` / ``token_crops`` (keyed by token, as the token stage returns them) feed
     the "Text the model uses" section: before/after examples of flagged tokens and small crops.
     ``pointing_misses``: the biggest pointing-game misses (regions.expected), worst first.
+    ``failures``: the most confident mistakes per class (failure analysis), with both maps.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses)
+    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses, failures)
     out = run_dir / REPORT_NAME
     tmp = out.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")

@@ -11,7 +11,6 @@ from scipy.stats import fisher_exact
 
 from auditors.analysis.gate import apply_gate, token_decisions
 from auditors.analysis.stats import association_pvalue, bh_adjust, interval_pvalue, mean_ci, mean_pvalue
-from auditors.config import config_from_dict
 from auditors.config.schema import GateConfig, TokensConfig
 from auditors.tokens.effects import sample_paths, select_effect_tokens
 from auditors.tokens.grouping import TokenSettings, token_table

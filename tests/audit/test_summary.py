@@ -62,11 +62,13 @@ def test_finalize_run_without_prefect_writes_the_files_and_fails_on_invalid_tabl
                 target_layer="layer4", device="cpu", model_fingerprint="f")
     done = finalize_run(cfg, plan, folder, "r1", {"n_degenerate": 2}, None, None, "label", started=0.0)
     written = json.loads(folder.summary.read_text())
-    # a whole run also says which CAM variants ran and which export files it wrote (issue 11), and is
-    # compared with the audit's earlier runs (issue 13; none yet: the first run)
-    assert written == done.summary.to_dict() and list(written) == [*CONTRACT, *SCALE, "layers", "targets", "exports", "history"]
+    # a whole run also says which CAM variants ran and which export files it wrote (issue 11), is
+    # compared with the audit's earlier runs (issue 13; none yet: the first run), and a labelled run with
+    # failure analysis on (the default) adds its 'failures' section
+    assert written == done.summary.to_dict() and list(written) == [*CONTRACT, *SCALE, "layers", "targets", "exports", "history", "failures"]
     assert (written["layers"], written["targets"]) == (None, None) and written["exports"]["regions"] == "regions.parquet"
     assert written["history"]["previous"] is None and written["history"]["n_earlier_runs"] == 0
+    assert written["failures"]["n_errors"] == 0 and folder.failures.is_file()
     assert json.loads(folder.validation.read_text())["success"] is False
     assert written["validation"]["success"] is False and written["n_failed"] == 1
     assert written["gate"]["passed"] is False
