@@ -86,6 +86,40 @@ def poster_folder(tmp_path: Path) -> Path:
     return root
 
 
+def tiny_audit_data(root: Path, tmp: Path, *sections: dict, name: str = "tiny", cache: str = "cache", out: str = "out") -> dict:
+    """The config dict of a small audit: the TinyCNN checkpoint (written once per ``tmp``) on the
+    images under ``root``, outputs in ``tmp/<out>``, caches in ``tmp/<cache>``, no gallery pixels
+    beyond two, sanity check and tokens off.
+
+    Each of ``sections`` ({"cam": {...}, "run": {...}, ...}) is applied in order: a dict value
+    updates that section key by key, any other value replaces it. Test modules keep only what
+    their case needs in a section dict of their own.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    ckpt = tmp / "tiny.pt"
+    if not ckpt.exists():
+        torch.save(build_tiny_cnn().state_dict(), ckpt)
+    data: dict = {
+        "name": name,
+        "dataset": {"root": str(root)},
+        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
+        "output": {"dir": str(tmp / out), "cache_dir": str(tmp / cache), "gallery_size": 2},
+        "sanity": {"enabled": False},
+        "tokens": {"enabled": False},
+    }
+    for over in sections:
+        for key, value in over.items():
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+def tiny_audit_config(root: Path, tmp: Path, *sections: dict, **names):
+    """:func:`tiny_audit_data` as a validated AuditConfig."""
+    from auditors.config import config_from_dict
+
+    return config_from_dict(tiny_audit_data(root, tmp, *sections, **names))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models: with 2 threads every op is a parallel region, and on a machine shared with

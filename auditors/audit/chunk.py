@@ -21,7 +21,7 @@ from auditors.audit.failures import analyse_mistakes
 from auditors.audit.oom import compute_with_backoff
 from auditors.measure.failures import FailureItem, failure_columns, top_per_class
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
-from auditors.audit.variants import CamRun, layer_values, run_cams, saved_maps, target_columns, target_rows
+from auditors.audit.variants import image_maps, layer_values, run_cams, target_columns, target_rows
 from auditors.config.schema import AuditConfig
 from auditors.data.batches import Preprocess, load_batch, to_input
 from auditors.data.discovery import Entry, chunked
@@ -75,15 +75,16 @@ def audit_chunk(
     cache_path: Path | None,
     *,
     instances: bool | None = None,
-    on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]]], None] | None = None,
+    on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]], list[dict]], None] | None = None,
     failures_wanted: bool = False,
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
 
     ``instances``: compute per-instance text rows even when the token stage is off (the result
     cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
-    instances_per_row, region_rows_per_row)`` is called after every batch, so finished work can be stored before a
-    crash or kill loses the rest of the chunk. ``failures_wanted``: also the true-class maps of
+    instances_per_row, region_rows_per_row, variants_per_row)`` is called after every batch, so finished work can be
+    stored before a crash or kill loses the rest of the chunk; ``variants_per_row[i]`` holds that image's
+    targets.parquet rows (``"targets"``, top-k) and saved maps (``"maps"``: cams.npz member suffix -> map). ``failures_wanted``: also the true-class maps of
     mispredicted images (the flow's ``failures`` step, after the merge: never for cached rows).
     """
     device = select_device(cfg.cam.device)
@@ -125,10 +126,8 @@ def audit_chunk(
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
             x = to_input([item.model_view for item in loaded], prep, device)
-            if cfg.cam.target == "topk":
-                run = run_cams(engine, cfg, x, targets)
-            else:  # one map per image: a CUDA out-of-memory batch is halved and retried
-                run = CamRun(compute_with_backoff(engine, x, targets, stats_extra))
+            # one target or top-k, one layer or several: a CUDA out-of-memory batch is halved and retried
+            run = run_cams(engine, cfg, x, targets, stats_extra)
             cam = run.primary
             maps = upsample_maps(cam.maps, size)
             masks_t = torch.from_numpy(masks).to(device)
@@ -149,23 +148,30 @@ def audit_chunk(
             cf_cols, cf_views = [{} for _ in loaded], [{} for _ in loaded]
             if cfg.counterfactual.enabled:
                 cf_cols, cf_views = region_counterfactuals(
-                    engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets
+                    engine, cfg.counterfactual, prep, classes, device, loaded, masks, regions, pred, conf, cam.targets,
+                    compute=lambda xe, te: compute_with_backoff(engine, xe, te, stats_extra, stage="interventions"),
                 )
             tol = cfg.cam.pointing_tolerance
             by_layer = layer_values(cam.layer_maps, masks_t, regions, size, tol, failed)
+            variants: list[dict] = [{"targets": None, "maps": None} for _ in loaded]  # per image, for on_batch
             if run.maps is not None:
                 base = [{"path": it.entry.path, "label": it.entry.label, "pred": class_name(classes, int(pred[i])),
                          "confidence": float(conf[i])} for i, it in enumerate(loaded)]
-                target_records += target_rows(run, base, masks_t, regions, size, tol, failed, classes)
+                t_rows = target_rows(run, base, masks_t, regions, size, tol, failed, classes)
+                target_records += t_rows
+                for i, v in enumerate(variants):  # target_rows is rank-major: image i at i, i + B, ...
+                    v["targets"] = t_rows[i::len(loaded)]
             if cfg.output.save_cams:
-                cams.update(saved_maps(run, [it.entry.path for it in loaded]))
+                for it, v, m in zip(loaded, variants, image_maps(run)):
+                    v["maps"] = m
+                    cams.update({it.entry.path + suffix: a for suffix, a in m.items()})
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
         if failures_wanted and cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
             try:
                 f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
-                                                   cfg.cam.pointing_tolerance, cfg.output.failures_per_class)
+                                                   cfg.cam.pointing_tolerance, cfg.output.failures_per_class, stats_extra)
                 failures += f_rows
                 failure_items = top_per_class(failure_items + f_items, cfg.output.failures_per_class)
             except Exception as exc:  # the images stay audited; only their failure analysis is missing
@@ -208,7 +214,7 @@ def audit_chunk(
                 batch_instances.append([])
             records.append(row)
         if on_batch is not None:
-            on_batch(records[first:], batch_instances if with_instances else None, batch_regions)
+            on_batch(records[first:], batch_instances if with_instances else None, batch_regions, variants)
         if k and rank_region is not None:
             j = regions.index(rank_region)
             ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)

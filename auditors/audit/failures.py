@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from auditors.audit.oom import classes_with_backoff
 from auditors.data.batches import LoadedImage
 from auditors.measure.failures import FailureItem, leaned_on, top_per_class
 from auditors.measure.metrics import display_map, region_metrics, upsample_maps
@@ -21,8 +22,11 @@ __all__ = ["analyse_mistakes"]
 def analyse_mistakes(
     engine, x: torch.Tensor, loaded: list[LoadedImage], classes: list[str], pred: np.ndarray, conf: np.ndarray,
     masks: np.ndarray, regions: list[str], failed: np.ndarray, size: tuple[int, int], tolerance: int, k: int,
+    oom_stats: dict[str, int] | None = None,
 ) -> tuple[list[dict], list[FailureItem]]:
-    """Rows for failures.parquet and the top-``k`` mistakes per class of this batch (with pictures)."""
+    """Rows for failures.parquet and the top-``k`` mistakes per class of this batch (with pictures).
+
+    ``oom_stats``: a CUDA out-of-memory batch is halved and retried, splits counted there."""
     index = {c: i for i, c in enumerate(classes)}
     wrong = [i for i, it in enumerate(loaded)
              if it.entry.label is not None and it.entry.label in index and index[it.entry.label] != int(pred[i])]
@@ -30,7 +34,7 @@ def analyse_mistakes(
         return [], []
     sel = torch.tensor(wrong, dtype=torch.long, device=x.device)
     pairs = torch.tensor([[int(pred[i]), index[loaded[i].entry.label]] for i in wrong], dtype=torch.long)
-    both = engine.compute_classes(x.index_select(0, sel), pairs.to(x.device))
+    both = classes_with_backoff(engine, x.index_select(0, sel), pairs.to(x.device), {} if oom_stats is None else oom_stats)
     true_prob = both.probs.gather(1, both.classes[:, 1:2])[:, 0].cpu().numpy()
     b, _, h, w = both.maps.shape
     maps = upsample_maps(both.maps.reshape(b * 2, h, w), size).reshape(b, 2, *size)

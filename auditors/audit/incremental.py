@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from auditors.audit.chunk import ChunkResult, audit_chunk
-from auditors.audit.result_cache import ResultSpec, ResultStore, image_key, region_payload, to_json_value, weights_fingerprint
+from auditors.audit.result_cache import ResultSpec, ResultStore, image_key, weights_fingerprint
+from auditors.audit.stored_maps import decode_maps
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
+from auditors.audit.variants import target_columns
 from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash
 from auditors.data.discovery import Entry
@@ -83,17 +85,12 @@ def audit_images(
         missing = [e for e in entries if keys.get(e.path) not in found]
         computed: dict[str, dict[str, Any]] = {}  # path -> payload, as a later run would read it
 
-        def keep(rows: list[dict], instances: list[list[dict]] | None, regions: list[list[dict]]) -> None:
+        def keep(rows: list[dict], instances: list[list[dict]] | None, regions: list[list[dict]], variants: list[dict]) -> None:
             batch = {}
             for i, row in enumerate(rows):
                 key = image_key(cfg, row["content_hash"], row["label"], row["path"])
                 inst = None if instances is None else instances[i]
-                batch[key] = (row, inst, regions[i])
-                computed[row["path"]] = {
-                    "row": {c: to_json_value(row.get(c)) for c in store.columns},
-                    "instances": None if inst is None else [{c: to_json_value(r.get(c)) for c in store.instance_columns} for r in inst],
-                    "regions": region_payload(regions[i]),
-                }
+                batch[key] = computed[row["path"]] = store.payload(key, row, inst, regions[i], variants[i])
             store.put_many(batch)
 
         result = ChunkResult(rows=empty_rows(cfg))
@@ -102,17 +99,19 @@ def audit_images(
             no_gallery = cfg.model_copy(update={"output": cfg.output.model_copy(update={"gallery_size": 0})})
             result = audit_chunk(missing, no_gallery, classes, target_layer, cache_path,
                                  instances=cfg.regions.text.enabled, on_batch=keep)
-        return _assemble(entries, cfg, keys, found, computed, result, store.rejected)
+        return _assemble(entries, cfg, keys, found, computed, result, store)
     finally:
         store.close()
 
 
 def _assemble(
     entries: list[Entry], cfg: AuditConfig, keys: dict[str, str], found: dict[str, dict], computed: dict[str, dict],
-    result: ChunkResult, rejected: int,
+    result: ChunkResult, store: ResultStore,
 ) -> ChunkResult:
-    """Rows in entry order, stored and computed alike built from the same JSON values."""
-    records, inst_records, region_records = [], [], []
+    """Rows and exports in entry order, stored and computed alike built from the same stored form
+    (JSON values, float16 map bytes), so a warm run's outputs equal a cold run's."""
+    records, inst_records, region_records, target_records = [], [], [], []
+    cams: dict[str, np.ndarray] = {}
     for e in entries:
         payload = computed.get(e.path) or found.get(keys.get(e.path, ""))
         if payload is None:  # failed: its error is in result.errors
@@ -121,6 +120,12 @@ def _assemble(
         for r in payload["instances"] or []:
             inst_records.append({"path": e.path, "label": e.label, **r})
         region_records.extend({"path": e.path, **r} for r in payload["regions"])
+        target_records.extend({"path": e.path, "label": e.label, **r} for r in payload.get("targets") or [])
+        if store.map_suffixes is not None:
+            maps = decode_maps(payload.get("maps"), store.map_suffixes, store.k)
+            if maps is None:  # cannot happen for what this run stored or verified; never write a partial cams.npz silently
+                raise RuntimeError(f"{e.path}: saved maps missing from its stored result")
+            cams.update({e.path + suffix: m for suffix, m in maps.items()})
     columns = row_columns(cfg)
     rows = pd.DataFrame.from_records(records, columns=list(columns)).astype(columns) if records else empty_rows(cfg)
     instances = None
@@ -133,12 +138,15 @@ def _assemble(
         "n_degenerate": int((rows["cam_status"] != "ok").sum()),
         "rows_reused": len(records) - len(computed),
         "rows_computed": len(computed),
-        "rows_rejected": rejected,
+        "rows_rejected": store.rejected,
+        "rows_incomplete": store.incomplete,
     })
-    # cam.target: topk and output.save_cams exports come from this run's computation only
-    # (the store is not read for them: see result_cache.readable).
+    targets = None
+    if cfg.cam.target == "topk":
+        tcols = target_columns(cfg, region_names(cfg))
+        targets = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
     return ChunkResult(rows=rows, errors=result.errors, instances=instances, gallery=[], stats=stats,
-                       targets=result.targets, regions=region_records, cams=result.cams)
+                       targets=targets, regions=region_records, cams=cams)
 
 
 def gallery_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,

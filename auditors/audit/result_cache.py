@@ -34,20 +34,24 @@ import torch
 from torch import nn
 
 import auditors
+from auditors.audit.stored_maps import decode_maps, encode_maps
 from auditors.audit.tables import row_columns
+from auditors.audit.variants import target_columns
 from auditors.config.schema import AuditConfig
 from auditors.measure.instances import INSTANCE_COLUMNS
+from auditors.regions.build import region_names
 from auditors.regions.cache import RegionCache
 
 __all__ = ["region_payload", "readable", "RESULT_FORMAT", "ResultSpec", "ResultStore", "result_setting", "image_key", "weights_fingerprint",
            "stored_columns", "to_json_value"]
 
 #: Bump when the payload layout changes: older entries then fail verification and are recomputed.
-RESULT_FORMAT = 3  # 3: text instances carry a patch (issue 10)
+RESULT_FORMAT = 4  # 3: text instances carry a patch (issue 10); 4: top-k target rows and saved maps
 
 #: Packages whose source decides row values (report, analysis and flows do not).
 _ROW_SOURCES = ("cam", "data", "measure", "regions", "interventions", "models")
-_ROW_FILES = ("audit/chunk.py", "audit/tables.py", "audit/result_cache.py", "audit/oom.py")
+_ROW_FILES = ("audit/chunk.py", "audit/tables.py", "audit/result_cache.py", "audit/oom.py", "audit/variants.py",
+              "audit/stored_maps.py")
 _LIBRARIES = ("torch", "torchvision", "numpy", "opencv-python-headless", "pillow", "easyocr")
 
 
@@ -188,9 +192,10 @@ def region_payload(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def readable(cfg: AuditConfig) -> bool:
-    """Whether stored rows can serve this config: per-image exports that are not stored
-    (top-k targets.parquet, cams.npz) need every image computed in this run."""
-    return cfg.run.cache and cfg.cam.target != "topk" and not cfg.output.save_cams
+    """Whether stored rows may serve this config (``run.cache``). Every per-image export is
+    stored with the row: top-k targets.parquet rows (the setting includes cam.target/k/layers)
+    and, for ``output.save_cams`` runs, the saved maps (see :mod:`auditors.audit.stored_maps`)."""
+    return cfg.run.cache
 
 
 def _regions_ok(rows: Any) -> bool:
@@ -227,55 +232,81 @@ def _row_ok(row: Any, columns: dict[str, str]) -> bool:
 
 
 class ResultStore:
-    """(setting, image key) -> verified ``{"row": {...}, "instances": [...] | None}``."""
+    """(setting, image key) -> verified payload: ``{"row", "instances", "regions"}``, plus
+    ``"targets"`` (top-k targets.parquet rows) and ``"maps"`` (saved maps, save_cams runs)."""
 
     def __init__(self, spec: ResultSpec, cfg: AuditConfig):
         self.spec = spec
         self.columns = stored_columns(cfg)
         self.instance_columns = {c: t for c, t in INSTANCE_COLUMNS.items() if c not in ("path", "label")}
         self.text = cfg.regions.text.enabled
+        self.k = cfg.cam.k if cfg.cam.target == "topk" else None
+        self.target_columns = None
+        if self.k is not None:
+            self.target_columns = {c: t for c, t in target_columns(cfg, region_names(cfg)).items() if c not in ("path", "label")}
+        #: cams.npz member suffixes of one image ("" the target layer, "@<layer>" each cam.layers)
+        self.map_suffixes = {""} | {f"@{name}" for name in cfg.cam.layers or []} if cfg.output.save_cams else None
         self._db = RegionCache(spec.store)
         self.rejected = 0  # entries found but failing verification (recomputed)
+        self.incomplete = 0  # valid entries without this run's saved maps (recomputed, then stored with them)
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not self.spec.read or not keys:
             return {}
         found = {}
         for key, payload in self._db.get_many(keys, self.spec.setting).items():
-            if self._verify(key, payload):
-                found[key] = payload
-            else:
+            if not self._verify(key, payload):
                 self.rejected += 1
+            elif self.map_suffixes is not None and payload.get("maps") is None:
+                self.incomplete += 1  # stored by a run that did not save maps
+            elif self.map_suffixes is not None and decode_maps(payload["maps"], self.map_suffixes, self.k) is None:
+                self.rejected += 1
+            else:
+                found[key] = payload
         return found
+
+    def _targets_ok(self, rows: Any) -> bool:
+        if self.target_columns is None:
+            return rows is None
+        return (isinstance(rows, list) and len(rows) == self.k and all(_row_ok(r, self.target_columns) for r in rows)
+                and [r["target_rank"] for r in rows] == list(range(len(rows))))
 
     def _verify(self, key: str, payload: dict[str, Any]) -> bool:
         if payload.get("format") != RESULT_FORMAT or payload.get("key") != key or payload.get("setting") != self.spec.setting:
             return False
         if not _row_ok(payload.get("row"), self.columns):
             return False
-        if not _regions_ok(payload.get("regions")):
+        if not _regions_ok(payload.get("regions")) or not self._targets_ok(payload.get("targets")):
+            return False
+        if not (payload.get("maps") is None or isinstance(payload.get("maps"), dict)):  # decoded where used
             return False
         inst = payload.get("instances")
         if not self.text:
             return inst is None
         return isinstance(inst, list) and all(_row_ok(r, self.instance_columns) for r in inst)
 
-    def put_many(self, items: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, list[dict[str, Any]]]]) -> None:
-        """Store rows (instance rows, region rows) computed this run, in one transaction."""
-        payloads = {}
-        for key, (row, inst, regions) in items.items():
-            payload = {
-                "format": RESULT_FORMAT, "key": key, "setting": self.spec.setting,
-                "row": {c: to_json_value(row.get(c)) for c in self.columns},
-                "instances": None if inst is None else [
-                    {c: to_json_value(r.get(c)) for c in self.instance_columns} for r in inst
-                ],
-                "regions": region_payload(regions),
-            }
-            if self._verify(key, payload):  # never store what a later run would reject
-                payloads[key] = payload
-        self._db.put_many(payloads, self.spec.setting)
+    def payload(self, key: str, row: dict[str, Any], inst: list[dict[str, Any]] | None, regions: list[dict[str, Any]],
+                variant: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The stored form of one computed image: exactly what a later run reads back."""
+        variant = variant or {}
+        targets, maps = variant.get("targets"), variant.get("maps")
+        return {
+            "format": RESULT_FORMAT, "key": key, "setting": self.spec.setting,
+            "row": {c: to_json_value(row.get(c)) for c in self.columns},
+            "instances": None if inst is None else [
+                {c: to_json_value(r.get(c)) for c in self.instance_columns} for r in inst
+            ],
+            "regions": region_payload(regions),
+            "targets": None if targets is None or self.target_columns is None else [
+                {c: to_json_value(r.get(c)) for c in self.target_columns} for r in targets
+            ],
+            "maps": None if maps is None or self.map_suffixes is None else encode_maps(maps),
+        }
+
+    def put_many(self, payloads: dict[str, dict[str, Any]]) -> None:
+        """Store payloads (:meth:`payload`) computed this run, in one transaction."""
+        ok = {key: p for key, p in payloads.items() if self._verify(key, p)}  # never store what a later run would reject
+        self._db.put_many(ok, self.spec.setting)
 
     def close(self) -> None:
         self._db.close()
-

@@ -410,8 +410,11 @@ def build_summary(
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
         "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
-                        "rejected": int(run_stats.get("rows_rejected", 0))},
-        "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size},
+                        "rejected": int(run_stats.get("rows_rejected", 0)),
+                        "incomplete": int(run_stats.get("rows_incomplete", 0))},  # rows without this run's saved maps
+        "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size,
+                # splits per stage: cam, topk, interventions, failures (audit/oom.py)
+                "stages": {k.removeprefix("oom_splits_"): int(v) for k, v in run_stats.items() if k.startswith("oom_splits_")}},
         "executor": {"kind": cfg.run.executor, "dask_address": cfg.run.dask_address, "dask_workers": cfg.run.dask_workers,
                      "workers": cfg.run.workers},
         **(variants or {}),  # layers, targets, exports

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from auditors.audit.oom import compute_with_backoff, topk_with_backoff
 from auditors.cam import CamBatch, CamEngine
 from auditors.config.schema import AuditConfig
 from auditors.measure.metrics import region_metrics, upsample_maps
 
-__all__ = ["CamRun", "run_cams", "variant_columns", "target_columns", "layer_values", "target_rows", "saved_maps", "LAYER_STATS"]
+__all__ = ["CamRun", "run_cams", "variant_columns", "target_columns", "layer_values", "target_rows", "saved_maps", "image_maps", "LAYER_STATS"]
 
 #: Per-layer statistics written as ``<region>_<stat>@<layer>``.
 LAYER_STATS = ("mass", "lift")
@@ -38,11 +39,15 @@ class CamRun:
     layer_maps: dict[str, Tensor] | None = None  # name -> (B, k, h, w)
 
 
-def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | None) -> CamRun:
-    """One forward for whatever the config asks (one target or top-k; one layer or several)."""
+def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | None, oom_stats: dict[str, int] | None = None) -> CamRun:
+    """One forward for whatever the config asks (one target or top-k; one layer or several).
+
+    A CUDA out-of-memory batch is halved and retried (:mod:`auditors.audit.oom`), splits counted
+    in ``oom_stats``."""
+    stats = {} if oom_stats is None else oom_stats
     if cfg.cam.target != "topk":
-        return CamRun(engine.compute(x, targets))
-    top = engine.compute_topk(x, cfg.cam.k)
+        return CamRun(compute_with_backoff(engine, x, targets, stats))
+    top = topk_with_backoff(engine, x, cfg.cam.k, stats)
     primary = CamBatch(
         maps=top.maps[:, 0], logits=top.logits, targets=top.classes[:, 0], degenerate=top.degenerate[:, 0],
         layer_maps={n: m[:, 0] for n, m in top.layer_maps.items()},
@@ -136,15 +141,23 @@ def _small(m: Tensor) -> np.ndarray:
     return torch.nan_to_num(m, nan=0.0).cpu().numpy().astype(np.float16)
 
 
-def saved_maps(run: CamRun, paths: list[str]) -> dict[str, np.ndarray]:
-    """cams.npz entries: ``<path>`` -> the target layer's map ((h, w), or (k, h, w) for top-k);
-    ``<path>@<layer>`` -> each cam.layers map in the same form."""
+def image_maps(run: CamRun) -> list[dict[str, np.ndarray]]:
+    """Per image, the maps cams.npz saves, keyed by member suffix: ``""`` -> the target layer's
+    map ((h, w), or (k, h, w) for top-k), ``"@<layer>"`` -> each cam.layers map in the same form.
+    Per image so that the result store can keep them with the image's row."""
     topk = run.maps is not None
     main = run.maps if topk else run.primary.maps
     layers = run.layer_maps if topk else run.primary.layer_maps
-    out: dict[str, np.ndarray] = {}
-    for i, p in enumerate(paths):
-        out[p] = _small(main[i])
+    out: list[dict[str, np.ndarray]] = []
+    for i in range(len(main)):
+        maps = {"": _small(main[i])}
         for name, m in (layers or {}).items():
-            out[f"{p}@{name}"] = _small(m[i])
+            maps[f"@{name}"] = _small(m[i])
+        out.append(maps)
     return out
+
+
+def saved_maps(run: CamRun, paths: list[str]) -> dict[str, np.ndarray]:
+    """cams.npz entries: ``<path>`` -> the target layer's map ((h, w), or (k, h, w) for top-k);
+    ``<path>@<layer>`` -> each cam.layers map in the same form."""
+    return {p + suffix: m for p, maps in zip(paths, image_maps(run)) for suffix, m in maps.items()}

@@ -6,10 +6,12 @@ elsewhere (the placebo) costs: "the model needs this" rather than "any occlusion
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
-from auditors.cam import CamEngine
+from auditors.cam import CamBatch, CamEngine
 from auditors.config.schema import CounterfactualConfig
 from auditors.data.batches import LoadedImage, Preprocess, to_input
 from auditors.data.geometry import image_area_mask
@@ -53,11 +55,16 @@ def region_counterfactuals(
     pred: np.ndarray,
     conf: np.ndarray,
     targets: torch.Tensor,
+    compute: Callable[[torch.Tensor, torch.Tensor], CamBatch] | None = None,
 ) -> tuple[list[dict], list[dict[str, dict]]]:
     """Re-run model + CAM on region-removed and placebo-edited views of the batch.
 
+    ``compute(x, targets)``: how a batch of edited views is run (default ``engine.compute``; the
+    chunk loop passes one that halves a batch on CUDA out-of-memory: the re-run batch holds two
+    edited copies per image, so it is the first to run out).
     Returns per-image columns and per-image edited views (kept only for gallery images).
     """
+    compute = engine.compute if compute is None else compute
     columns: list[dict] = [{} for _ in loaded]
     views: list[dict[str, dict]] = [{} for _ in loaded]
     size = prep.input_size
@@ -84,7 +91,7 @@ def region_counterfactuals(
         n = len(idx)
         edited = [plans[i].removed for i in idx] + [plans[i].placebo for i in idx]
         edit_masks = np.stack([plans[i].removed_mask for i in idx] + [plans[i].placebo_mask for i in idx])
-        out = engine.compute(to_input(edited, prep, device), targets[idx].repeat(2))
+        out = compute(to_input(edited, prep, device), targets[idx].repeat(2))
         moved = region_metrics(upsample_maps(out.maps, size), torch.from_numpy(edit_masks[:, None]).to(device))["mass"][:, 0]
         probs = out.probs
         orig = torch.as_tensor(pred[idx], device=probs.device).repeat(2)
