@@ -114,9 +114,13 @@ def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: st
 
 
 @task(name="failures")
-def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict]) -> list[FailureItem]:
-    """Failure analysis on the merged rows (reused ones too): reload the mispredicted images only."""
-    return run_failures(cfg, plan, folder, Path(cache_path), errors)
+def failures_task(
+    cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict]
+) -> tuple[list[FailureItem], dict[str, int]]:
+    """Failure analysis on the merged rows (reused ones too): reload the mispredicted images only.
+    Also returns its out-of-memory splits (scale-reuse: recorded in summary ``oom``)."""
+    oom: dict[str, int] = {}
+    return run_failures(cfg, plan, folder, Path(cache_path), errors, oom), oom
 
 
 @task(name="sanity-check", retries=1)
@@ -221,7 +225,9 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     merge_tables(cfg, folder, errors)
     gallery = gallery_task(cfg, plan, folder, cache_path)
     misses = misses_task(cfg, plan, folder, cache_path) if cfg.regions.expected.enabled else []
-    failure_items = failures_task(cfg, plan, folder, cache_path, errors)
+    failure_items, failure_oom = failures_task(cfg, plan, folder, cache_path, errors)
+    for k, v in failure_oom.items():  # scale-reuse: OOM splits of the failure step
+        stats[k] = stats.get(k, 0) + v
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses, failure_items)

@@ -52,6 +52,8 @@ def layer_stats(images: pd.DataFrame, cfg: AuditConfig, classes: list[str], regi
 
 def target_stats(targets: pd.DataFrame, cfg: AuditConfig, classes: list[str], regions: list[str]) -> dict[str, Any]:
     """Per target class (all ranks) region stats, and how many rows each rank contributed."""
+    # interventions run for the rank-0 target only (images.parquet): targets.parquet has no edit columns
+    cfg = cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(update={"enabled": False})})
     ok = targets[targets["cam_status"] == "ok"]
     per = {c: {**class_stats(ok[ok["target"] == c], cfg, regions, f"target:{c}"),
                "n_by_rank": {int(k): int(v) for k, v in ok.loc[ok["target"] == c, "target_rank"].value_counts().sort_index().items()}}

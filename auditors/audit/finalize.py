@@ -62,13 +62,14 @@ def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) ->
 
 
 def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Path | None,
-                 errors: list[dict]) -> list[FailureItem]:
+                 errors: list[dict], stats: dict[str, int] | None = None) -> list[FailureItem]:
     """Failure analysis on the merged images.parquet (so reused rows count too): writes
-    failures.parquet, appends its errors to errors.csv, returns the report's pictures."""
+    failures.parquet, appends its errors to errors.csv, returns the report's pictures.
+    ``stats`` gains its CUDA out-of-memory splits (summary ``oom``)."""
     if not cfg.output.failures_per_class or not folder.images.is_file():
         return []
     images = pd.read_parquet(folder.images)
-    rows, items, f_errors = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, cache_path)
+    rows, items, f_errors = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, cache_path, stats)
     if rows is not None:
         rows.to_parquet(folder.failures, index=False)
     if f_errors:

@@ -185,12 +185,13 @@ def pointing_misses_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataF
 
 
 def failures_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,
-                 cache_path: Path | None) -> tuple[pd.DataFrame | None, list[FailureItem], list[dict]]:
+                 cache_path: Path | None, oom_stats: dict[str, int] | None = None) -> tuple[pd.DataFrame | None, list[FailureItem], list[dict]]:
     """Failure analysis after the merge: the mispredicted labelled rows of ``images`` (computed or
     reused from the result store alike) are reloaded and get their predicted- and true-class maps.
 
     Returns failures.parquet rows (None: nothing to analyse), the top ``output.failures_per_class``
     mistakes per class with pictures, and errors (stage ``failures``: the image stays audited).
+    ``oom_stats`` gains the out-of-memory splits of this step (``oom_splits*``).
     """
     k = cfg.output.failures_per_class
     if not k or images.empty or "label" not in images:
@@ -208,4 +209,8 @@ def failures_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, c
     })
     result = audit_chunk(chosen, lean, classes, target_layer, cache_path, instances=False, failures_wanted=True)
     errors = [{**e, "stage": "failures"} for e in result.errors if e["stage"] != "regions"]
+    if oom_stats is not None:
+        for key, n in result.stats.items():
+            if key.startswith("oom_splits"):
+                oom_stats[key] = oom_stats.get(key, 0) + n
     return result.failures, result.failure_items, errors

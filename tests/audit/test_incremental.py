@@ -188,7 +188,8 @@ def test_tampered_and_pickled_cache_entries_are_never_trusted_or_run(poster_fold
     entries = _entries(tmp_path / "cache")
     assert len(entries) == 12
     payload = json.loads(entries[0][2])
-    assert set(payload) == {"format", "key", "setting", "row", "instances", "regions"}
+    assert set(payload) == {"format", "key", "setting", "row", "instances", "regions", "targets", "maps"}
+    assert payload["targets"] is None and payload["maps"] is None, "a plain run stores no top-k rows nor maps"
     marker = tmp_path / "pwned"
     blob = pickle.dumps(_Boom(str(marker)))
     con = sqlite3.connect(tmp_path / "cache" / "results.sqlite")

@@ -21,6 +21,7 @@ from tests.conftest import draw_word, tiny_audit_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
+F16_ULP_AT_1 = 2.0**-10  # saved maps are float16 scaled to max 1: one step of float16 just below 1
 BASE = {"cam": {"batch_size": 4}, "run": {"chunk_size": 5}, "output": {"gallery_size": 0}}
 VARIANTS = {
     "topk": {"cam": {"target": "topk", "k": 2, "layers": ["features.1"]}},
@@ -50,7 +51,7 @@ def _cams(result) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _assert_same_outputs(warm, cold, variant: dict) -> None:
+def _assert_same_outputs(first, warm, cold, variant: dict) -> None:
     pd.testing.assert_frame_equal(_table(warm, "images.parquet", ["path"]), _table(cold, "images.parquet", ["path"]))
     if variant["cam"].get("target") == "topk":
         w, c = _table(warm, "targets.parquet", ["path", "target_rank"]), _table(cold, "targets.parquet", ["path", "target_rank"])
@@ -61,9 +62,11 @@ def _assert_same_outputs(warm, cold, variant: dict) -> None:
     if variant.get("output", {}).get("save_cams"):
         w, c = _cams(warm), _cams(cold)
         assert set(w) == set(c) and len(w) >= 13
-        for k in c:
-            assert w[k].dtype == np.float16 and w[k].shape == c[k].shape, k
-            np.testing.assert_array_equal(w[k], c[k], err_msg=k)
+        for k in c:  # the new image shifted the cold run's batches: float32 sums in another order can round
+            assert w[k].dtype == np.float16 and w[k].shape == c[k].shape, k  # to the neighbouring float16
+            np.testing.assert_allclose(w[k].astype(np.float32), c[k].astype(np.float32), rtol=0, atol=F16_ULP_AT_1, err_msg=k)
+        stored = _cams(first)  # every image the warm run reused: its stored bytes, unchanged
+        assert all(w[k].tobytes() == stored[k].tobytes() for k in stored)
         topk = variant["cam"].get("target") == "topk"
         assert all(a.ndim == (3 if topk else 2) for a in w.values())
         layers = variant["cam"].get("layers") or []
@@ -84,7 +87,7 @@ def test_variant_runs_compute_only_the_new_image_and_equal_a_cold_run(poster_fol
     assert warm.summary["text_detection"].get("text_detected", 0) == 1, "only the new image is OCR'd"
     cold = run_audit(tiny_audit_config(poster_folder, tmp_path, BASE, variant, name=name, cache="cold", out="cold-out"))
     assert _counts(cold) == (0, 13)
-    _assert_same_outputs(warm, cold, variant)
+    _assert_same_outputs(first, warm, cold, variant)
 
 
 def test_saved_maps_are_stored_by_runs_that_save_them_and_verified_on_read(poster_folder, tmp_path):
@@ -117,5 +120,7 @@ def test_saved_maps_are_stored_by_runs_that_save_them_and_verified_on_read(poste
     assert tampered == 2
     fourth = run_audit(saving)
     assert _counts(fourth) == (10, 2) and fourth.summary["incremental"]["rejected"] == 2
-    for k, v in _cams(second).items():
-        np.testing.assert_array_equal(_cams(fourth)[k], v, err_msg=k)
+    after = _cams(fourth)
+    assert after.keys() == _cams(second).keys()
+    for k, v in _cams(second).items():  # 2 images recomputed in a smaller batch: float16 rounding at most
+        np.testing.assert_allclose(after[k].astype(np.float32), v.astype(np.float32), rtol=0, atol=F16_ULP_AT_1, err_msg=k)
