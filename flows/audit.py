@@ -172,6 +172,17 @@ def track_task(cfg: AuditConfig, run_dir: Path, summary: dict[str, Any], gallery
     return record_run(cfg, run_dir, summary, gallery)
 
 
+def _remove_legacy_cache(cache_dir: Path) -> None:
+    """Remove the pickled chunk cache of older versions (once: one log line when it goes)."""
+    from prefect import get_run_logger
+
+    from auditors.audit.legacy_cache import remove_legacy_results
+
+    done = remove_legacy_results(cache_dir)
+    if done is not None:
+        get_run_logger().warning(done.message())
+
+
 @flow(name="camaudit-audit", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Audit a dataset and a model as described by ``config`` (an AuditConfig dict)."""
@@ -181,6 +192,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     plan = prepare(cfg)
     cfg = plan.config
     ensure_dir(cache_dir_for(cfg), "output.cache_dir")  # hardening: a file in the way is exit 2, not a traceback
+    _remove_legacy_cache(cache_dir_for(cfg))  # scale-reuse: the old prefect-results chunk cache
     sweep_stale_parts(Path(cfg.output.dir) / cfg.name)  # hardening: parts/ of killed runs
     run_lock = hold_run_lock(Path(cfg.output.dir) / cfg.name / run_id)
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
