@@ -18,31 +18,17 @@ import pytest
 import torch
 
 import auditors
-from auditors.config import config_from_dict
 from flows.audit import run_audit
-from tests.conftest import build_tiny_cnn, draw_word
+from tests.conftest import build_tiny_cnn, draw_word, tiny_audit_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+_BASE = {"cam": {"batch_size": 3}, "run": {"chunk_size": 5}}
+
+
 def _config(root, tmp_path, **over):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    ckpt = tmp_path / "tiny.pt"
-    if not ckpt.exists():
-        torch.save(build_tiny_cnn().state_dict(), ckpt)
-    data = {
-        "name": "inc",
-        "dataset": {"root": str(root)},
-        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
-        "cam": {"batch_size": 3},
-        "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 2},
-        "run": {"chunk_size": 5},
-        "sanity": {"enabled": False},
-        "tokens": {"enabled": False},
-    }
-    for k, v in over.items():
-        data[k] = {**data.get(k, {}), **v}
-    return config_from_dict(data)
+    return tiny_audit_config(root, tmp_path, _BASE, over, name="inc")
 
 
 def _rows(result) -> pd.DataFrame:

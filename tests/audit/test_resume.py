@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TinyCNN, build_tiny_cnn
+from tests.conftest import TinyCNN, tiny_audit_data
 from tests.live_prefect import ROOT, cli_env, live_server
 
 pytestmark = pytest.mark.slow
@@ -41,22 +41,18 @@ def api_url(tmp_path_factory):
         yield url
 
 
+_BASE = {
+    "model": {"factory": "tests.audit.test_resume:build_slow_cnn"},
+    "cam": {"batch_size": 2},
+    "regions": {"text": {"batch_size": 1}},
+    "run": {"chunk_size": 4},
+    "tokens": {"enabled": True},
+    "gate": {"min_images_per_class": 2},  # 4 images per class: judged, so the exit status is 0 or 1
+}
+
+
 def _config(root: Path, tmp: Path, tag: str) -> Path:
-    ckpt = tmp / "tiny.pt"
-    if not ckpt.exists():
-        torch.save(build_tiny_cnn().state_dict(), ckpt)
-    data = {
-        "name": "resume",
-        "dataset": {"root": str(root)},
-        "model": {"factory": "tests.audit.test_resume:build_slow_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
-        "cam": {"batch_size": 2},
-        "regions": {"text": {"batch_size": 1}},
-        "output": {"dir": str(tmp / tag / "out"), "cache_dir": str(tmp / tag / "cache"), "gallery_size": 2},
-        "run": {"chunk_size": 4},
-        "sanity": {"enabled": False},
-        "tokens": {"enabled": True},
-        "gate": {"min_images_per_class": 2},  # 4 images per class: judged, so the exit status is 0 or 1
-    }
+    data = tiny_audit_data(root, tmp, _BASE, name="resume", out=f"{tag}/out", cache=f"{tag}/cache")
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from flows.cli import main
-from auditors.config import config_from_dict
 from flows.audit import run_audit
-from tests.conftest import build_tiny_cnn
+from tests.conftest import build_tiny_cnn, tiny_audit_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]  # whole flows on a real server
 
@@ -20,20 +19,13 @@ CLASS_KEYS = {"n", "text_mass", "text_area", "text_lift", "border_mass", "border
               "flip_rate_text_removed", "flip_rate_placebo", "flagged"}
 
 
+# the whole flow: sanity check and tokens on (their defaults), a bigger gallery
+_BASE = {"cam": {"batch_size": 3}, "run": {"chunk_size": 5}, "output": {"gallery_size": 4},
+         "sanity": {"enabled": True}, "tokens": {"enabled": True}}
+
+
 def _config(root, tmp_path, **over):
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(build_tiny_cnn().state_dict(), ckpt)
-    data = {
-        "name": "tiny",
-        "dataset": {"root": str(root)},
-        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
-        "cam": {"batch_size": 3},
-        "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 4},
-        "run": {"chunk_size": 5},
-    }
-    for k, v in over.items():
-        data[k] = {**data.get(k, {}), **v}
-    return config_from_dict(data)
+    return tiny_audit_config(root, tmp_path, _BASE, over)
 
 
 def _add_bad_inputs(root):

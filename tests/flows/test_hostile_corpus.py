@@ -30,7 +30,7 @@ import yaml
 from auditors.config.schema import DatasetConfig
 from auditors.data.discovery import discover
 from flows.cli import EXIT_BAD_INPUT, EXIT_INCONCLUSIVE, main
-from tests.conftest import build_tiny_cnn, draw_word
+from tests.conftest import build_tiny_cnn, draw_word, tiny_audit_data
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -65,28 +65,19 @@ def _image_folder(root: Path, per_class: int = 3) -> Path:
     return root
 
 
+_BASE = {
+    "model": {"input_size": [48, 48], "classes": CLASSES},
+    "cam": {"batch_size": 4},
+    "regions": {"text": {"enabled": False}},
+    "stats": {"bootstrap": 100},
+    "run": {"chunk_size": 16, "cache": False},
+    # a few images per class: the corpus tests input handling, not the default class-size floor (10)
+    "gate": {"min_images_per_class": 2},
+}
+
+
 def _config(tmp_path: Path, root: Path, **over) -> dict:
-    ckpt = tmp_path / "tiny.pt"
-    if not ckpt.exists():
-        torch.save(build_tiny_cnn().state_dict(), ckpt)
-    data = {
-        "name": "hostile",
-        "dataset": {"root": str(root)},
-        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [48, 48],
-                  "classes": CLASSES},
-        "cam": {"batch_size": 4},
-        "regions": {"text": {"enabled": False}},
-        "tokens": {"enabled": False},
-        "sanity": {"enabled": False},
-        "stats": {"bootstrap": 100},
-        "output": {"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "gallery_size": 2},
-        "run": {"chunk_size": 16, "cache": False},
-        # a few images per class: the corpus tests input handling, not the default class-size floor (10)
-        "gate": {"min_images_per_class": 2},
-    }
-    for key, value in over.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return data
+    return tiny_audit_data(root, tmp_path, _BASE, over, name="hostile")
 
 
 def _write_yaml(path: Path, data: dict) -> Path:

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from auditors.config import config_from_dict
 from flows.audit import run_audit
-from tests.conftest import build_tiny_cnn
+from tests.conftest import tiny_audit_data
 from tests.live_prefect import ROOT, cli_env, live_server
 
 pytestmark = pytest.mark.slow
@@ -31,23 +30,11 @@ def api_url(tmp_path_factory):
         yield url
 
 
+_BASE = {"cam": {"batch_size": 2}, "run": {"chunk_size": 3}, "tokens": {"enabled": True}}
+
+
 def _data(root: Path, tmp: Path, name: str, **over) -> dict:
-    ckpt = tmp / "tiny.pt"
-    if not ckpt.exists():
-        torch.save(build_tiny_cnn().state_dict(), ckpt)
-    data = {
-        "name": name,
-        "dataset": {"root": str(root)},
-        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [64, 64]},
-        "cam": {"batch_size": 2},
-        "output": {"dir": str(tmp / "out"), "cache_dir": str(tmp / f"cache-{name}"), "gallery_size": 2},
-        "run": {"chunk_size": 3},
-        "sanity": {"enabled": False},
-        "tokens": {"enabled": True},
-    }
-    for k, v in over.items():
-        data[k] = {**data.get(k, {}), **v}
-    return data
+    return tiny_audit_data(root, tmp, _BASE, over, name=name, cache=f"cache-{name}")
 
 
 def test_dask_local_cluster_gives_the_single_process_rows(poster_folder, tmp_path, api_url, monkeypatch):
