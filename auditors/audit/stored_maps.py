@@ -3,8 +3,9 @@ base64 in JSON, a digest checked on read. No pickle, no ``np.load``: nothing rea
 
 Why store them at all: a save_cams run must write every image's maps to cams.npz, and without
 them in the store it had to recompute every image every night. The maps are small (target-layer
-resolution, e.g. 7x7 for a resnet18 at 224 px: 98 bytes, ~170 in base64 with the digest; k times
-that for top-k, once more per ``cam.layers`` entry) next to a row's JSON (1-3 KB). They are stored
+resolution, e.g. 7x7 for a resnet18 at 224 px: 98 bytes, ~200 as base64 JSON with the digest; k times
+that for top-k, once more per ``cam.layers`` entry) next to an entry's 1.5-50 KB (row, regions, text
+instances with their patches). They are stored
 only by runs that save maps; a save_cams run that finds a row without them recomputes that image.
 """
 
