@@ -411,7 +411,8 @@ def build_summary(
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
         "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
                         "rejected": int(run_stats.get("rows_rejected", 0)),
-                        "incomplete": int(run_stats.get("rows_incomplete", 0))},  # rows without this run's saved maps
+                        # save_cams runs: stored rows without saved maps (recomputed)
+                        **({"incomplete": int(run_stats.get("rows_incomplete", 0))} if cfg.output.save_cams else {})},
         "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size,
                 # splits per stage: cam, topk, interventions, failures (audit/oom.py)
                 "stages": {k.removeprefix("oom_splits_"): int(v) for k, v in run_stats.items() if k.startswith("oom_splits_")}},
