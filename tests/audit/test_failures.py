@@ -224,6 +224,8 @@ def test_failures_hold_for_rows_reused_from_the_result_store(shortcut_run, tmp_p
     assert "reused_from" not in fill.summary["validation"] and summary["validation"]["reused_from"]
     assert {k: summary["validation"][k] for k in ("success", "n_expectations", "n_failed")} == {
         k: fill.summary["validation"][k] for k in ("success", "n_expectations", "n_failed")}
+    assert 'class="note validation-reused"' in (again.run_dir / "report.html").read_text()
+    assert 'class="note validation-reused"' not in (fill.run_dir / "report.html").read_text()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, atol=1e-4, rtol=1e-3)
     assert summary["failures"]["n_errors"] == len(got)
     assert (again.run_dir / "report.html").read_text().count('failure-card" data-path=') == sum(
