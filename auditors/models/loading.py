@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from auditors.config.schema import ModelConfig
@@ -59,6 +58,8 @@ def _build_from_factory(spec: str) -> nn.Module:
 
 
 def _build_from_arch(arch: str, num_classes: int | None) -> nn.Module:
+    import torchvision  # here: about a second of start-up that factory and TorchScript models never need
+
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ConfigError(f"model.arch: unknown torchvision model {arch!r} (e.g. {', '.join(sorted(available)[:6])}, ...)")
