@@ -4,7 +4,8 @@ Every mispredicted labelled image gets a second map (its true class) and a row i
 failures.parquet. Recomputing those every night made the cost of an unchanged night grow with
 the number of mistakes (a model at 90 % accuracy on 1M images: 100k maps a night). Here a
 failure row is stored under the image's result key (content, label, model, settings: the same
-key as its audit row) plus the failure settings, and only images without a verified stored row
+key as its audit row) plus the failure settings, in ``failures.sqlite`` next to the row store
+(the same verified JSON-in-SQLite format, never pickle), and only images without a verified stored row
 are computed. The few pictures the report shows (the most confident mistakes per class) are
 recomputed from pixels, as the gallery's are: their number is bounded by the config, not by
 the dataset.
@@ -79,7 +80,7 @@ def failures_for(
     hashes = dict(zip(wrong["path"], wrong["content_hash"])) if "content_hash" in wrong else {}
     keys = {e.path: image_key(cfg, hashes[e.path], e.label, e.path) for e in chosen if isinstance(hashes.get(e.path), str)}
     setting = _setting(spec, cfg) if spec is not None else ""
-    db = RegionCache(spec.store) if spec is not None else None
+    db = RegionCache(Path(spec.store).with_name("failures.sqlite")) if spec is not None else None
     try:
         stored = _stored(db, keys, setting, columns, spec.read) if db is not None else {}
         missing = [e for e in chosen if e.path not in stored]

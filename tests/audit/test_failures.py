@@ -249,9 +249,10 @@ def test_leaned_on_and_top_per_class_rules():
 
 @pytest.mark.slow
 def test_one_new_mistake_computes_one_failure_row(shortcut_run, scenetext_dir, tmp_path):
-    """A night that adds one mistaken image computes one failure row; the others are reused, and
-    failures.parquet equals a cold run's on the grown dataset."""
+    """A night that adds one mistaken image computes one failure row (plus one whose stored entry
+    was tampered with); the others are reused, and failures.parquet equals a cold run's."""
     import shutil
+    import sqlite3
 
     cfg, _, _ = shortcut_run
     root = tmp_path / "data"
@@ -266,11 +267,19 @@ def test_one_new_mistake_computes_one_failure_row(shortcut_run, scenetext_dir, t
     assert n_before > 0
     crop = _crops(scenetext_dir)[1]
     cv2.imwrite(str(root / "clean" / "new.png"), _stamp(crop, 999)[:, :, ::-1])  # a planted mistake
+    con = sqlite3.connect(tmp_path / "cache" / "failures.sqlite")
+    with con:  # one stored row with a value of the wrong type: verification must reject it
+        image_hash, settings, payload = con.execute("SELECT image_hash, settings, payload FROM regions").fetchone()
+        entry = json.loads(payload)
+        entry["row"]["confidence"] = "0.99"
+        con.execute("UPDATE regions SET payload = ? WHERE image_hash = ? AND settings = ?",
+                    (json.dumps(entry), image_hash, settings))
+    con.close()
     second = run_audit(grown)
     images = pd.read_parquet(second.run_dir / "images.parquet").set_index("path")
     assert images.loc["clean/new.png", "pred"] == "stamped", "the planted stamp makes the model err"
     inc = second.summary["incremental"]
-    assert (inc["computed"], inc["failure_rows_computed"], inc["failure_rows_reused"]) == (1, 1, n_before)
+    assert (inc["computed"], inc["failure_rows_computed"], inc["failure_rows_reused"]) == (1, 2, n_before - 1)
     assert "reused_from" not in second.summary["validation"], "a grown table is validated again"
     cold = run_audit(grown.model_copy(update={"run": grown.run.model_copy(update={"cache": False}),
                                               "output": grown.output.model_copy(update={"dir": str(tmp_path / "cold")})}))
