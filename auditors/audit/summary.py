@@ -213,6 +213,9 @@ class TokenEntry(Record):
     effect_q_value: float | None = None
     dependent: bool | None = None
     finding: str | None = None
+    #: which findings fired (associated | dependent | both | none) and those that fail the gate
+    findings: str | None = None
+    fails_on: str | None = None
 
 
 class PointingGroup(Record):

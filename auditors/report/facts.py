@@ -62,8 +62,10 @@ def gate_limits_text(summary: Summary) -> str:
 
 
 def token_limits(summary: Summary) -> dict[str, float | None]:
-    """The token rules' limits: {"lift", "effect", "p_value"} (``tokens.max_*``)."""
+    """The token rules' settings: {"lift", "effect", "p_value", "dependence_fdr", "fail_on_association"}
+    (``tokens.max_*``, ``tokens.dependence_fdr``, ``tokens.fail_on_association``)."""
     tc = summary.tokens_config()
     if tc is None:
-        return {"lift": None, "effect": None, "p_value": None}
-    return {"lift": tc.max_lift, "effect": tc.max_effect, "p_value": tc.max_p_value}
+        return {"lift": None, "effect": None, "p_value": None, "dependence_fdr": None, "fail_on_association": None}
+    return {"lift": tc.max_lift, "effect": tc.max_effect, "p_value": tc.max_p_value,
+            "dependence_fdr": tc.dependence_fdr, "fail_on_association": tc.fail_on_association}
