@@ -162,6 +162,8 @@ class CounterfactualInfo(Record):
     #: per intervened region: images left out of effects because no valid placebo exists
     n_no_placebo: dict[str, int] | None = None
     placebo_max_overlap: float | None = None
+    #: per intervened region: {reason (too_large | no_room | overlap): images} of the n_no_placebo
+    no_placebo_reasons: dict[str, dict[str, int]] | None = None
 
 
 class StatsInfo(Record):
@@ -341,11 +343,14 @@ def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]
     """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
     if not cf_regions:
         return {}
-    n_no = {}
+    n_no, reasons = {}, {}
     for r in cf_regions:
         status = images.get(f"{r}_placebo_status")
-        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
-    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
+        missing = status[status.notna() & (status != "ok")].astype(str) if status is not None else pd.Series(dtype=str)
+        n_no[r] = int(len(missing))
+        reasons[r] = {str(k): int(v) for k, v in missing.value_counts().sort_index().items()}
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap,
+            "no_placebo_reasons": reasons}
 
 
 def build_summary(
