@@ -91,8 +91,9 @@ def test_most_images_excluded_says_the_effect_rests_on_few():
     summary = summarise(cfg, images, make_errors(0), ["drama", "horror"], "label", validation_result(),
                         run_id=RUN_ID, target_layer="layer4", device="cpu")
     text = " ".join(visible_text(render_report(summary, images, [], {}, None)).split())
-    assert "The effect rests on few images. Effect measured on 14 of 24 images with the text; 10 excluded (42%)" not in text
-    # 10 of 24 is under half: not "few"; 9 of horror's 12 are, but the sentence is about the whole run.
+    # 10 of 24 is under half: not "few" (9 of horror's 12 are, and its row says so: the sentence is about the run).
+    assert "Effect measured on 14 of 24 images with the text; 10 excluded (42%)" in text
+    assert "rests on few images" not in text and "9 no placebo" in text
     images = pd.DataFrame(cf_rows("horror", 12, {"no_room": 9}, 0.1, 0.5, 2.0) + cf_rows("drama", 12, {"overlap": 5}, 0.0, 0.5, 2.0))
     summary = summarise(cfg, images, make_errors(0), ["drama", "horror"], "label", validation_result(),
                         run_id=RUN_ID, target_layer="layer4", device="cpu")
