@@ -117,7 +117,7 @@ def test_norm_lift_beside_raw_lift_and_the_norm_rule_marks_its_cell():
     assert norm[0][1].startswith("0.80")
     assert len(raw) == 1 and "fired" not in raw[0][0]  # the raw lift cell is shown, not marked
     text = " ".join(visible_text(html).split())
-    assert "Norm. lift = lift \u00f7 max lift , the highest lift a heatmap at the target layer's resolution (layer4)" in text
+    assert "Norm. lift = lift \u00f7 max lift , the highest lift a heatmap at the target layer's resolution (layer layer4 )" in text
     assert "Gate limit ( gate.max_norm_lift ): Text 0.5." in text
 
 
