@@ -134,6 +134,7 @@ class Validation(Record):
     success: bool | None = None
     n_expectations: int = 0
     n_failed: int = 0
+    reused_from: str | None = None  # identical tables validated at this time (UTC): the result was reused
 
 
 class CamInfo(Record):
@@ -407,7 +408,8 @@ def build_summary(
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
         "gate": gate,
-        "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+        "validation": {**{k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+                       **({"reused_from": validation["reused"].get("validated_at")} if validation.get("reused") else {})},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
                            "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
                            **placebo_counts(images, cfg, cf_regions)},
@@ -418,7 +420,10 @@ def build_summary(
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
         "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
-                        "rejected": int(run_stats.get("rows_rejected", 0))},
+                        "rejected": int(run_stats.get("rows_rejected", 0)),
+                        **({"failure_rows_reused": int(run_stats.get("failure_rows_reused", 0)),
+                            "failure_rows_computed": int(run_stats.get("failure_rows_computed", 0))}
+                           if "failure_rows_computed" in run_stats else {})},
         "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size},
         "executor": {"kind": cfg.run.executor, "dask_address": cfg.run.dask_address, "dask_workers": cfg.run.dask_workers,
                      "workers": cfg.run.workers},
