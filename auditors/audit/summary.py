@@ -163,6 +163,8 @@ class CounterfactualInfo(Record):
     #: per intervened region: images left out of effects because no valid placebo exists
     n_no_placebo: dict[str, int] | None = None
     placebo_max_overlap: float | None = None
+    #: per intervened region: {reason (too_large | no_room | overlap): images} of the n_no_placebo
+    no_placebo_reasons: dict[str, dict[str, int]] | None = None
 
 
 class StatsInfo(Record):
@@ -214,6 +216,9 @@ class TokenEntry(Record):
     effect_q_value: float | None = None
     dependent: bool | None = None
     finding: str | None = None
+    #: which findings fired (associated | dependent | both | none) and those that fail the gate
+    findings: str | None = None
+    fails_on: str | None = None
 
 
 class PointingGroup(Record):
@@ -339,11 +344,14 @@ def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]
     """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
     if not cf_regions:
         return {}
-    n_no = {}
+    n_no, reasons = {}, {}
     for r in cf_regions:
         status = images.get(f"{r}_placebo_status")
-        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
-    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
+        missing = status[status.notna() & (status != "ok")].astype(str) if status is not None else pd.Series(dtype=str)
+        n_no[r] = int(len(missing))
+        reasons[r] = {str(k): int(v) for k, v in missing.value_counts().sort_index().items()}
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap,
+            "no_placebo_reasons": reasons}
 
 
 def build_summary(
