@@ -322,6 +322,8 @@ def _stop_cases(tmp_path: Path, root: Path) -> list[tuple[str, list[str], str]]:
     add("set-bad-key", None, "expected key.path=value", ["--set", "cam"])
     add("layer-fc", None, "has no spatial map", ["--set", "model.target_layer=fc"])
     add("layer-avgpool", None, "1x1 map", ["--set", "model.target_layer=pool"])
+    add("cam-layers-fc", None, "cam.layers 'fc': output", ["--set", "cam.layers=[features, fc]"])
+    add("cam-layers-avgpool", None, "cam.layers 'pool': output", ["--set", "cam.layers=[pool]"])
 
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
