@@ -169,6 +169,18 @@ def camaudit(config: Path, env: dict, *extra: str) -> dict:
             "validation_reused": bool((summary.get("validation") or {}).get("reused_from"))}
 
 
+def import_floor(env: dict) -> dict:
+    """Seconds a fresh process needs to import what every run of a torchvision model must import
+    (torch, torchvision, which imports torch._dynamo, Prefect, pandas): the floor under the fixed cost."""
+    out = {}
+    for label, mods in (("torch+torchvision+prefect+pandas", "torch, torchvision, prefect, pandas"),
+                        ("python_only", "sys")):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {mods}"], env=env, check=True)
+        out[label] = round(time.perf_counter() - t0, 2)
+    return out
+
+
 def _save(results: dict, out: Path, n: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     parts = results.get("parts", "all")
@@ -241,6 +253,7 @@ def main_runs(args, work, data, ck_a, ck_b, cache, env, results) -> None:
     runs["fixed_cost_2_cached_images"] = camaudit(cfg_t, env)
     make_dataset(tiny, 1, seed=6, start=2)  # one new image: its row, and a table that must be validated again
     runs["fixed_cost_plus_1_image"] = camaudit(cfg_t, env)
+    results["import_floor_s"] = import_floor(env)
     results["camaudit"] = runs
     for k, v in runs.items():
         print(k, v, flush=True)
