@@ -24,6 +24,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 F16_ULP_AT_1 = 2.0**-10  # saved maps are float16 scaled to max 1: one step of float16 just below 1
 BASE = {"cam": {"batch_size": 4}, "run": {"chunk_size": 5}, "output": {"gallery_size": 0}}
 VARIANTS = {
+    "layers": {"cam": {"layers": ["features.1", "features"]}},
     "topk": {"cam": {"target": "topk", "k": 2, "layers": ["features.1"]}},
     "save_cams": {"cam": {"layers": ["features.1"]}, "output": {"save_cams": True}},
     "topk_save_cams": {"cam": {"target": "topk", "k": 2}, "output": {"save_cams": True}},
@@ -52,7 +53,10 @@ def _cams(result) -> dict[str, np.ndarray]:
 
 
 def _assert_same_outputs(first, warm, cold, variant: dict) -> None:
-    pd.testing.assert_frame_equal(_table(warm, "images.parquet", ["path"]), _table(cold, "images.parquet", ["path"]))
+    images = _table(warm, "images.parquet", ["path"])
+    pd.testing.assert_frame_equal(images, _table(cold, "images.parquet", ["path"]))
+    for layer in variant["cam"].get("layers") or []:  # per-layer numbers came back with the reused rows
+        assert images[f"border_mass@{layer}"].notna().all() and images[f"text_lift@{layer}"].notna().any(), layer
     if variant["cam"].get("target") == "topk":
         w, c = _table(warm, "targets.parquet", ["path", "target_rank"]), _table(cold, "targets.parquet", ["path", "target_rank"])
         assert len(w) == 2 * 13 and list(w["target_rank"].unique()) == [0, 1]
