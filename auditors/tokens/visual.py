@@ -26,7 +26,8 @@ _MARGIN_Y, _MARGIN_X = 2, 0.125  # rows / share of columns trimmed off the templ
 _EMBED = (6, 18)  # embedding grid (h, w) for candidate search
 _DIMS = 12  # PCA dimensions of the embedding (KD-trees stay fast in low dimensions)
 _LINK_SAMPLE = 3  # members of each component compared when two components meet
-_COHESION_SLACK = 0.12  # a merged component may be this much less coherent than its parts
+_COHESION_SLACK = 0.08  # a merged component may be this much less coherent than its parts ...
+_COHESION_CAP = 0.05  # ... but never has to clear more than the threshold + this
 _BLOCK_W = 8  # columns per block (about one letter at PATCH_H = 16)
 _BLOCK_SLACK = 1  # pixels a block may move from the whole template's alignment
 
@@ -83,9 +84,11 @@ def _one_way(a: np.ndarray, b: np.ndarray) -> float:
     :data:`_BLOCK_SLACK` pixels of where the whole template matched, and the worst block
     bounds the score. Jittered copies of one mark agree block by block.
     """
+    if b.shape != a.shape:  # both resampled to one width, so neither is sharper than the other
+        w_m = round((a.shape[1] + b.shape[1]) / 2)
+        a = cv2.resize(a, (w_m, a.shape[0]), interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b, (w_m, a.shape[0]), interpolation=cv2.INTER_LINEAR)
     h_a, w_a = a.shape
-    if b.shape != a.shape:
-        b = cv2.resize(b, (w_a, h_a), interpolation=cv2.INTER_AREA)
     best, found = -1.0, None
     for s in _SCALES:
         h = min(h_a, max(3, round((h_a - 2 * _MARGIN_Y) * s)))
@@ -197,9 +200,10 @@ class _Linker:
         sa, sb = self._sample(ri), self._sample(rj)
         cross = float(np.mean([self.sim(x, y) for x in set(sa) | {i} for y in set(sb) | {j}]))
         need = self.threshold
-        within = [self._cohesion(m) for m in (sa, sb) if len(m) > 1]
-        if within:  # the merged component must stay about as coherent as its parts
-            need = max(need, min(within) - _COHESION_SLACK)
+        within = [self._cohesion(m) for m in (sa, sb) if len(m) >= _LINK_SAMPLE]
+        if within:  # the merged component must stay about as coherent as its parts (bounded:
+            # pixel-identical copies of one badge are 'perfectly' coherent)
+            need = max(need, min(min(within) - _COHESION_SLACK, self.threshold + _COHESION_CAP))
         if cross < need:
             return False
         ma, mb = self.members.pop(ri, [ri]), self.members.pop(rj, [rj])
