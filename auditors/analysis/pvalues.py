@@ -10,7 +10,7 @@ carried to the gate: no resample array is stored in summary.json.
 ``p = (1 + k) / (1 + B)``: ``k`` of the ``B`` finite resampled statistics fall at or below the
 threshold (the null side of H0 ``statistic <= threshold``). The +1 keeps the Monte-Carlo
 estimate conservative and never zero. Its floor ``1 / (B + 1)`` would make a clear failure
-unrejectable in a large grid (BH needs ``p <= fdr / m``: 2.5e-5 for 1,000 cells at 0.025), so
+unrejectable in a large grid (BH needs ``p <= fdr / m``: 5e-5 for 500 cells at 0.025), so
 where fewer than :data:`MIN_TAIL` resamples are on the null side more are drawn, bounded in
 count and work (:data:`MAX_BOOT_FACTOR`, :data:`MAX_DRAWS`).
 """
@@ -32,7 +32,7 @@ MIN_TAIL = 10
 #: Refinement stops at this many times ``stats.bootstrap`` resamples ...
 MAX_BOOT_FACTOR = 100
 #: ... or at this many resampled indices in all (B x n), so a 100k-image group stays cheap.
-MAX_DRAWS = 50_000_000
+MAX_DRAWS = 20_000_000
 
 Interval = tuple[float, float] | None
 
