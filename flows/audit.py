@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import platformdirs
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -36,7 +35,7 @@ from auditors.measure.failures import FailureItem
 from auditors.audit.finalize import finalize_run, merge_run_tables, run_failures, run_tokens
 from auditors.audit.incremental import audit_images, gallery_for, pointing_misses_for
 from auditors.audit.result_cache import ResultSpec, readable, result_setting, weights_fingerprint
-from auditors.audit.run_folder import RunFolder, new_run_id
+from auditors.audit.run_folder import RunFolder, cache_dir_for, new_run_id
 from auditors.audit.summary import Summary
 from auditors.models.loading import get_model, select_device
 from flows.artifacts import publish_artifacts
@@ -67,10 +66,6 @@ class AuditResult:
     @property
     def report(self) -> Path:
         return self.run_dir / "report.html"
-
-
-def cache_dir_for(cfg: AuditConfig) -> Path:
-    return Path(cfg.output.cache_dir) if cfg.output.cache_dir else Path(platformdirs.user_cache_dir("camaudit"))
 
 
 @task(name="prepare")
@@ -114,9 +109,11 @@ def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: st
 
 
 @task(name="failures")
-def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict]) -> list[FailureItem]:
-    """Failure analysis on the merged rows (reused ones too): reload the mispredicted images only."""
-    return run_failures(cfg, plan, folder, Path(cache_path), errors)
+def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict],
+                  spec: ResultSpec, stats: dict[str, int]) -> list[FailureItem]:
+    """Failure analysis on the merged rows (reused ones too): rows reused per image, mistakes
+    without a stored row reloaded and mapped; the report's few pictures recomputed."""
+    return run_failures(cfg, plan, folder, Path(cache_path), errors, spec, stats)
 
 
 @task(name="sanity-check", retries=1)
@@ -221,7 +218,7 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     merge_tables(cfg, folder, errors)
     gallery = gallery_task(cfg, plan, folder, cache_path)
     misses = misses_task(cfg, plan, folder, cache_path) if cfg.regions.expected.enabled else []
-    failure_items = failures_task(cfg, plan, folder, cache_path, errors)
+    failure_items = failures_task(cfg, plan, folder, cache_path, errors, spec, stats)
     by = "label" if plan.index.labelled else "pred"
     tokens = tokens_task(cfg, plan, folder, by)
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses, failure_items)

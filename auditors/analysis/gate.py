@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from auditors.analysis import token_rules
 from auditors.analysis.pvalues import grid_pvalue
 from auditors.analysis.stats import bh_adjust, finite, interval
 from auditors.config.schema import GateConfig, TokensConfig
@@ -239,6 +240,11 @@ def token_decisions(table: pd.DataFrame, tc: TokensConfig) -> pd.DataFrame:
         return "; ".join(parts) or None
 
     out["finding"] = out.apply(finding, axis=1) if len(out) else pd.Series(dtype=object)
+    # validity-report (issue 10): which findings fired and which of them fail (analysis/token_rules.py)
+    verdicts = [token_rules.verdict(a, t, d, tc.fail_on_association)
+                for a, t, d in zip(out["associated"], out["attended"], out["dependent"])]
+    out["findings"] = pd.Series([v.findings for v in verdicts], index=out.index, dtype=object)
+    out["fails_on"] = pd.Series([v.failing() or None for v in verdicts], index=out.index, dtype=object)
     return out
 
 
@@ -326,19 +332,17 @@ def effect_status(level: str, n: float | None, min_n: float | None) -> str:
     return level
 
 
-def token_status(t: Mapping[str, Any], limits: Mapping[str, float | None], flagged: bool) -> tuple[str, str]:
-    """("flagged" | "spread" | "ok", why) of a token entry; ``why`` names the criteria a flagged
-    token met. "spread": attended or needed, but not associated with one class.
-    ``limits``: {"lift", "effect", "p_value"} as in ``tokens.max_*``."""
-    lift, p = finite(t.get("lift")), finite(t.get("p_value"))
-    ci = interval(t.get("effect_ci"))
-    attended = lift is not None and limits["lift"] is not None and lift > limits["lift"]
-    effective = ci is not None and limits["effect"] is not None and ci[0] > limits["effect"]
-    if flagged:
-        return "flagged", ", ".join(w for w, on in (("lift", attended), ("effect", effective)) if on)
-    associated = p is not None and limits["p_value"] is not None and p < limits["p_value"]
-    if (attended or effective) and not associated and p is not None and limits["p_value"] is not None:
-        return "spread", ""
+def token_status(t: Mapping[str, Any], limits: Mapping[str, Any]) -> tuple[str, str]:
+    """("flagged" | "reported" | "ok", why) of a token entry, by the gate's token rule
+    (:func:`auditors.analysis.token_rules.entry_verdict`): "flagged" when a finding fails the gate
+    (``why`` names it), "reported" when a finding fired that does not fail it (association
+    without attention, ``tokens.fail_on_association`` off), "ok" when none fired.
+    ``limits``: {"lift", "effect", "p_value", "fail_on_association"} as in ``tokens.*``."""
+    v = token_rules.entry_verdict(t, limits)
+    if v.fails:
+        return "flagged", v.failing()
+    if v.findings != "none":
+        return "reported", "data association, not attended" if v.associated else "model dependence"
     return "ok", ""
 
 

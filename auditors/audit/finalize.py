@@ -20,16 +20,18 @@ from auditors.analysis.failures import failure_summary
 from auditors.analysis.gate import decide, gate_status, inconclusive_reasons
 from auditors.analysis.pointing import pointing_stats
 from auditors.analysis.validation import images_expectations, manifest_expectations, validate_tables
+from auditors.analysis.validation_reuse import reuse_or_validate, validation_key
 from auditors.analysis.depth import variant_summary
 from auditors.audit.exports import merge_exports
 from auditors.audit.plan import Plan
-from auditors.audit.run_folder import RunFolder, write_json
+from auditors.audit.run_folder import RunFolder, cache_dir_for, write_json
 from auditors.audit.summary import CamInfo, Gate, Summary, build_summary
 from auditors.config.schema import AuditConfig
 from auditors.history import compare_with_history
 from auditors.regions.build import region_names, region_sources
 from auditors.audit.tables import empty_rows, wants_instances
-from auditors.audit.incremental import failures_for
+from auditors.audit.failure_reuse import failures_for
+from auditors.audit.result_cache import ResultSpec
 from auditors.measure.failures import FailureItem, empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.tokens.stage import TokenResult, analyse_tokens
@@ -62,13 +64,21 @@ def merge_run_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) ->
 
 
 def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Path | None,
-                 errors: list[dict]) -> list[FailureItem]:
+                 errors: list[dict], spec: ResultSpec | None = None, stats: dict[str, int] | None = None) -> list[FailureItem]:
     """Failure analysis on the merged images.parquet (so reused rows count too): writes
-    failures.parquet, appends its errors to errors.csv, returns the report's pictures."""
+    failures.parquet, appends its errors to errors.csv, returns the report's pictures.
+
+    ``spec``: the per-image result store's key (failure rows are reused per image with it);
+    ``stats``: the run's counters, given the failure rows reused and computed.
+    """
     if not cfg.output.failures_per_class or not folder.images.is_file():
         return []
     images = pd.read_parquet(folder.images)
-    rows, items, f_errors = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer, cache_path)
+    rows, items, f_errors, counts = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer,
+                                                 cache_path, spec)
+    if stats is not None:
+        for key, value in counts.items():
+            stats[key] = stats.get(key, 0) + value
     if rows is not None:
         rows.to_parquet(folder.failures, index=False)
     if f_errors:
@@ -89,15 +99,23 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -
 
 
 def validate_run(
-    plan: Plan, images: pd.DataFrame, regions: list[str], cf_regions: list[str] | None = None, placebo_max_overlap: float = 0.0
+    plan: Plan, images: pd.DataFrame, regions: list[str], cf_regions: list[str] | None = None,
+    placebo_max_overlap: float = 0.0, reuse_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Great Expectations on what was asked (the manifest) and what was produced (images)."""
+    """Great Expectations on what was asked (the manifest) and what was produced (images).
+
+    ``reuse_dir``: where results of earlier validations are kept; identical tables under the
+    same expectations reuse the stored result (see :mod:`auditors.analysis.validation_reuse`).
+    """
     entries = plan.index.entries
     manifest = pd.DataFrame({"path": [e.path for e in entries], "label": [e.label for e in entries]})
-    return validate_tables({
+    inputs = {"classes": list(plan.classes), "labelled": plan.index.labelled, "regions": list(regions),
+              "cf_regions": list(cf_regions or []), "placebo_max_overlap": placebo_max_overlap}
+    key = validation_key({"manifest": manifest, "images": images}, inputs)
+    return reuse_or_validate(reuse_dir, key, lambda: validate_tables({
         "manifest": (manifest, manifest_expectations(plan.classes, plan.index.labelled)),
         "images": (images, images_expectations(plan.classes, regions, cf_regions, placebo_max_overlap)),
-    })
+    }))
 
 
 def summarise(
@@ -154,7 +172,8 @@ def finalize_run(
     images = pd.read_parquet(folder.images)
     errors = pd.read_csv(folder.errors, dtype=str, keep_default_na=False)
     failures = pd.read_parquet(folder.failures) if folder.failures.exists() else None
-    validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(), cfg.counterfactual.placebo_max_overlap)
+    validation = validate_run(plan, images, region_names(cfg), cfg.counterfactual_regions(),
+                              cfg.counterfactual.placebo_max_overlap, reuse_dir=cache_dir_for(cfg) / "validations")
     write_json(folder.validation, validation)
     summary = summarise(
         cfg, images, errors, plan.classes, group_by, validation, run_id=run_id, target_layer=plan.target_layer,

@@ -28,14 +28,13 @@ from auditors.config.schema import AuditConfig
 from auditors.data.decoding import content_hash
 from auditors.data.discovery import Entry
 from auditors.errors import ConfigError
-from auditors.measure.failures import FailureItem
 from auditors.measure.gallery import GalleryItem, top_k
 from auditors.measure.instances import INSTANCE_COLUMNS
 from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
 from auditors.regions.build import region_names
 
-__all__ = ["audit_images", "failures_for", "gallery_for"]
+__all__ = ["audit_images", "gallery_for"]
 
 _CHECKED: dict[int, str] = {}  # id(model) -> weights fingerprint, once per worker process
 _CHECK_LOCK = threading.Lock()
@@ -174,30 +173,3 @@ def pointing_misses_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataF
     if not chosen:
         return []
     return top_k(audit_chunk(chosen, cfg, classes, target_layer, cache_path).misses, k)
-
-
-def failures_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,
-                 cache_path: Path | None) -> tuple[pd.DataFrame | None, list[FailureItem], list[dict]]:
-    """Failure analysis after the merge: the mispredicted labelled rows of ``images`` (computed or
-    reused from the result store alike) are reloaded and get their predicted- and true-class maps.
-
-    Returns failures.parquet rows (None: nothing to analyse), the top ``output.failures_per_class``
-    mistakes per class with pictures, and errors (stage ``failures``: the image stays audited).
-    """
-    k = cfg.output.failures_per_class
-    if not k or images.empty or "label" not in images:
-        return None, [], []
-    labelled = images["label"].notna() & images["label"].isin(classes)
-    wrong = images.loc[labelled & (images["label"] != images["pred"]), "path"]
-    by_path = {e.path: e for e in entries}
-    chosen = [by_path[p] for p in wrong if p in by_path]
-    if not chosen:
-        return None, [], []
-    # only the maps are needed: no counterfactual re-runs, no gallery, no saved maps
-    lean = cfg.model_copy(update={
-        "counterfactual": cfg.counterfactual.model_copy(update={"enabled": False}),
-        "output": cfg.output.model_copy(update={"gallery_size": 0, "save_cams": False}),
-    })
-    result = audit_chunk(chosen, lean, classes, target_layer, cache_path, instances=False, failures_wanted=True)
-    errors = [{**e, "stage": "failures"} for e in result.errors if e["stage"] != "regions"]
-    return result.failures, result.failure_items, errors

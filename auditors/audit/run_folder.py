@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +22,19 @@ import pyarrow.parquet as pq
 
 from auditors.data.discovery import ERROR_COLUMNS
 
-__all__ = ["new_run_id", "RunFolder", "write_json", "json_safe"]
+if TYPE_CHECKING:
+    from auditors.config.schema import AuditConfig
+
+__all__ = ["new_run_id", "RunFolder", "write_json", "json_safe", "cache_dir_for"]
+
+
+def cache_dir_for(cfg: AuditConfig) -> Path:
+    """``output.cache_dir``, else the user's cache folder: per-image results, regions, validations."""
+    if cfg.output.cache_dir:
+        return Path(cfg.output.cache_dir)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("camaudit"))
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -134,6 +134,7 @@ class Validation(Record):
     success: bool | None = None
     n_expectations: int = 0
     n_failed: int = 0
+    reused_from: str | None = None  # identical tables validated at this time (UTC): the result was reused
 
 
 class CamInfo(Record):
@@ -162,6 +163,8 @@ class CounterfactualInfo(Record):
     #: per intervened region: images left out of effects because no valid placebo exists
     n_no_placebo: dict[str, int] | None = None
     placebo_max_overlap: float | None = None
+    #: per intervened region: {reason (too_large | no_room | overlap): images} of the n_no_placebo
+    no_placebo_reasons: dict[str, dict[str, int]] | None = None
 
 
 class StatsInfo(Record):
@@ -213,6 +216,9 @@ class TokenEntry(Record):
     effect_q_value: float | None = None
     dependent: bool | None = None
     finding: str | None = None
+    #: which findings fired (associated | dependent | both | none) and those that fail the gate
+    findings: str | None = None
+    fails_on: str | None = None
 
 
 class PointingGroup(Record):
@@ -338,11 +344,14 @@ def placebo_counts(images: pd.DataFrame, cfg: AuditConfig, cf_regions: list[str]
     """Images per intervened region left out of effects for want of a valid placebo, and the tolerance."""
     if not cf_regions:
         return {}
-    n_no = {}
+    n_no, reasons = {}, {}
     for r in cf_regions:
         status = images.get(f"{r}_placebo_status")
-        n_no[r] = int((status.notna() & (status != "ok")).sum()) if status is not None else 0
-    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap}
+        missing = status[status.notna() & (status != "ok")].astype(str) if status is not None else pd.Series(dtype=str)
+        n_no[r] = int(len(missing))
+        reasons[r] = {str(k): int(v) for k, v in missing.value_counts().sort_index().items()}
+    return {"n_no_placebo": n_no, "placebo_max_overlap": cfg.counterfactual.placebo_max_overlap,
+            "no_placebo_reasons": reasons}
 
 
 def build_summary(
@@ -399,7 +408,8 @@ def build_summary(
         "overall": overall,
         "flagged_classes": [c for c, s in per_class.items() if s["flagged"]],
         "gate": gate,
-        "validation": {k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+        "validation": {**{k: validation[k] for k in ("success", "n_expectations", "n_failed")},
+                       **({"reused_from": validation["reused"].get("validated_at")} if validation.get("reused") else {})},
         "counterfactual": {"enabled": cfg.counterfactual.enabled, "regions": cf_regions,
                            "method": cfg.counterfactual.method, "margin": cfg.counterfactual.margin,
                            **placebo_counts(images, cfg, cf_regions)},
@@ -410,7 +420,10 @@ def build_summary(
         "timing": {"total_s": round(elapsed, 3), "images_per_s": round(len(images) / elapsed, 3) if elapsed > 0 else None},
         "text_detection": {k: v for k, v in run_stats.items() if k.startswith("text_")},
         "incremental": {"reused": int(run_stats.get("rows_reused", 0)), "computed": int(run_stats.get("rows_computed", 0)),
-                        "rejected": int(run_stats.get("rows_rejected", 0))},
+                        "rejected": int(run_stats.get("rows_rejected", 0)),
+                        **({"failure_rows_reused": int(run_stats.get("failure_rows_reused", 0)),
+                            "failure_rows_computed": int(run_stats.get("failure_rows_computed", 0))}
+                           if "failure_rows_computed" in run_stats else {})},
         "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size},
         "executor": {"kind": cfg.run.executor, "dask_address": cfg.run.dask_address, "dask_workers": cfg.run.dask_workers,
                      "workers": cfg.run.workers},

@@ -12,7 +12,6 @@ import copy
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import nn
 
 from auditors.cam import CamEngine, get_module
@@ -50,6 +49,8 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     exactly 0, and ranking ties by pixel index instead gives two unrelated maps a spurious
     positive correlation (both orders follow the scan order).
     """
+    from scipy.stats import rankdata  # imported here: only the sanity stage needs scipy.stats
+
     def ranks(x: torch.Tensor) -> torch.Tensor:
         flat = x.detach().flatten(1).double().cpu().numpy()
         return torch.from_numpy(rankdata(flat, method="average", axis=1))

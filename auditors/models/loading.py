@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from auditors.config.schema import ModelConfig
@@ -23,6 +22,7 @@ __all__ = ["select_device", "load_model", "get_model", "model_fingerprint"]
 
 _CACHE: dict[tuple[str, str], tuple[str, nn.Module]] = {}  # (spec, device) -> (fingerprint, model)
 _LOCK = threading.Lock()
+_DIGESTS: dict[str, tuple[tuple, bytes]] = {}  # path -> (stat stamp, sha256 of the file)
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -58,6 +58,8 @@ def _build_from_factory(spec: str) -> nn.Module:
 
 
 def _build_from_arch(arch: str, num_classes: int | None) -> nn.Module:
+    import torchvision  # here: about a second of start-up that factory and TorchScript models never need
+
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ConfigError(f"model.arch: unknown torchvision model {arch!r} (e.g. {', '.join(sorted(available)[:6])}, ...)")
@@ -139,12 +141,33 @@ def get_model(cfg: ModelConfig, device: torch.device) -> nn.Module:
         return _CACHE[key][1]
 
 
+def _file_digest(path: Path) -> bytes:
+    """sha256 of a weight file, memoised per (inode, size, mtime, ctime).
+
+    Every engine and model lookup asks for the fingerprint (a checkpoint rewritten in place must
+    be reloaded); hashing 45 MB each time cost about 0.1 s per call. ``st_ctime_ns`` changes on
+    any write or ``utime`` and cannot be set back, so a same-size rewrite with a restored mtime
+    is still seen.
+    """
+    st = path.stat()
+    stamp = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _LOCK:
+        hit = _DIGESTS.get(stamp[0])
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    with _LOCK:
+        _DIGESTS[stamp[0]] = (stamp, h.digest())
+    return h.digest()
+
+
 def model_fingerprint(cfg: ModelConfig) -> str:
     """Hash of the model spec and weight-file contents: part of the chunk cache key."""
     h = hashlib.sha256(cfg.model_dump_json().encode())
     for p in (cfg.checkpoint, cfg.torchscript):
         if p is not None and Path(p).is_file():
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            h.update(_file_digest(Path(p)))
     return h.hexdigest()[:32]

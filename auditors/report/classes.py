@@ -9,7 +9,9 @@ import re
 from typing import Any
 
 from auditors.audit.summary import Record, RegionSource, Summary
-from auditors.report.facts import ci_level, counterfactual_on, lift_threshold, min_images
+from auditors.report.facts import (
+    ci_level, counterfactual_on, fired_cells, lift_threshold, min_images, norm_lift_threshold,
+)
 from auditors.report.formatting import (
     fmt_ci, fmt_float, fmt_int, fmt_pct, fmt_threshold, level_class, num, region_label, sort_key,
 )
@@ -55,8 +57,8 @@ def _col(key: str, label: str, kind: str = "num", group: str | None = None, fmt:
             "region": region, "first": first}
 
 
-def _class_columns(regions: list[str], flip_keys: list[str]) -> list[dict[str, Any]]:
-    """Column specs in table order: class, n, four per region, flip rates, status."""
+def _class_columns(regions: list[str], flip_keys: list[str], norm_regions: set[str] = frozenset()) -> list[dict[str, Any]]:
+    """Column specs in table order: class, n, four per region (five with a normalised lift), flip rates, status."""
     cols = [_col("name", "Class", kind="text"), _col("n", "Images", title="Audited images in this class")]
     for r in regions:
         grp = region_label(r)
@@ -65,6 +67,9 @@ def _class_columns(regions: list[str], flip_keys: list[str]) -> list[dict[str, A
             _col(f"{r}_area", "Area", group=grp, fmt="pct", region=r, title=f"Share of image covered by {r}"),
             _col(f"{r}_lift", "Lift", group=grp, fmt="lift", region=r,
                  title="Mass / area with its interval; 1.0 = uniform attention"),
+            *([_col(f"{r}_norm_lift", "Norm. lift", group=grp, fmt="norm", region=r,
+                    title="Lift / the highest lift a heatmap at the target layer's resolution could reach on this region "
+                          "(max lift, below); 1.0 = all the attention that resolution allows")] if r in norm_regions else []),
             _col(f"{r}_hit_rate", "Hit rate", group=grp, fmt="hit", region=r,
                  title=f"Share of images whose heatmap peak lies on {r}, and the share expected by area"),
         ]
@@ -76,11 +81,14 @@ def _class_columns(regions: list[str], flip_keys: list[str]) -> list[dict[str, A
     return cols
 
 
-def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None]) -> dict[str, str]:
-    """A formatted cell: ``sub`` is a second line always shown, ``extra`` one shown on request."""
+def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None],
+          norm_thresholds: dict[str, float | None] | None = None, fired: dict | None = None) -> dict[str, str]:
+    """A formatted cell: ``sub`` is a second line always shown, ``extra`` one shown on request;
+    ``fired``: the gate failure of this very cell (its rule is named in the cell), or None."""
     value = stats.get(col["key"])
     fmt = col["fmt"]
-    cell = {"text": fmt_int(value), "sort": sort_key(value), "cls": "num", "sub": "", "extra": "", "title": ""}
+    cell = {"text": fmt_int(value), "sort": sort_key(value), "cls": "num", "sub": "", "extra": "", "title": "",
+            "fired": ""}
     if fmt == "pct":
         cell["text"] = fmt_pct(value)
         cell["extra"] = fmt_ci(stats.get(f"{col['key']}_ci"), fmt_pct)
@@ -95,12 +103,33 @@ def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None
         level = level_class(value, ci, thresholds.get(col["region"]))
         cell.update(text=fmt_float(value), cls=f"num lift {level}".strip())
         cell["sub"] = fmt_ci(ci) if num(value) is not None else ""
+    elif fmt == "norm":
+        ci = stats.get(f"{col['key']}_ci")
+        limit = (norm_thresholds or {}).get(col["region"])
+        level = level_class(value, ci, limit)
+        max_lift = num(stats.get(f"{col['region']}_max_lift"))
+        cell.update(text=fmt_float(value), cls=f"num lift {level}".strip())
+        cell["sub"] = f"max lift {fmt_float(max_lift, 1)}" if max_lift is not None else ""
+        cell["extra"] = fmt_ci(ci) if num(value) is not None else ""
+        if num(value) is not None and max_lift is not None:
+            cell["title"] = (f"{fmt_float(stats.get(col['region'] + '_lift'))} of the at most {fmt_float(max_lift, 1)} "
+                             f"a map at this resolution could reach on {col['region']}")
+    if fired:
+        rule = str(fired.get("rule", ""))
+        cell["cls"] += " fired"
+        cell["fired"] = "\u2691 " + rule.removeprefix("max_").replace("_", " ") + " rule"
+        q = num(fired.get("q_value"))
+        cell["title"] = (f"The gate flags this class by rule {rule}: lower bound {fmt_float(fired.get('lower'), 3)} "
+                         f"> {fired.get('threshold')}" + (f", q {q:.2g}" if q is not None else ""))
     return cell
 
 
-def _class_row(name: str, stats: Record, cols: list[dict], thresholds: dict, min_n: float | None) -> dict:
-    """One table row: formatted metric cells plus the flag state and its reasons."""
-    cells = [_cell(c, stats, thresholds) for c in cols if c["kind"] == "num"]
+def _class_row(name: str, stats: Record, cols: list[dict], thresholds: dict, min_n: float | None,
+               norm_thresholds: dict | None = None, fired: dict | None = None) -> dict:
+    """One table row: formatted metric cells (those whose gate rule fired marked) plus the flag
+    state and its reasons."""
+    fired = fired or {}
+    cells = [_cell(c, stats, thresholds, norm_thresholds, fired.get((name, c["key"]))) for c in cols if c["kind"] == "num"]
     n = num(stats.get("n"))
     flagged = bool(stats.get("flagged"))
     small = min_n is not None and n is not None and n < min_n
@@ -146,12 +175,16 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
     images left out when the model has more than :data:`MAX_EMPTY_CLASS_ROWS`)."""
     summary, hidden_empty = listed_classes(summary)
     regions = list(summary.regions)
-    cols = _class_columns(regions, _flip_keys(summary))
+    groups_all = [*summary.classes.values(), *([summary.overall] if summary.overall is not None else [])]
+    norm_regions = {r for r in regions if any(num(s.get(f"{r}_norm_lift")) is not None for s in groups_all)}
+    cols = _class_columns(regions, _flip_keys(summary), norm_regions)
     thresholds = {r: lift_threshold(summary, r) for r in regions}
+    norm_thresholds = {r: norm_lift_threshold(summary, r) for r in regions}
+    fired = fired_cells(summary)
     min_n = min_images(summary)
-    rows = [_class_row(name, stats, cols, thresholds, min_n) for name, stats in summary.classes.items()]
+    rows = [_class_row(name, stats, cols, thresholds, min_n, norm_thresholds, fired) for name, stats in summary.classes.items()]
     overall = summary.overall
-    overall_row = _class_row("All images", overall, cols, thresholds, None) if overall is not None else None
+    overall_row = _class_row("All images", overall, cols, thresholds, None, norm_thresholds) if overall is not None else None
     groups = _groups(cols, summary.region_sources)
     every = rows + ([overall_row] if overall_row else [])
     cells = [c for r in every for c in r["cells"]]
@@ -161,6 +194,7 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
         "rows": rows,
         "overall": overall_row,
         "thresholds": {r: fmt_threshold(t) for r, t in thresholds.items() if t is not None},
+        "norm": _norm_note(summary, norm_regions, norm_thresholds) if norm_regions else None,
         "min_images": fmt_int(min_n) if min_n is not None and min_n > 1 else None,
         "hidden_empty": hidden_empty,
         "has_extra": any(c["extra"] for c in cells),
@@ -170,4 +204,19 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
             {"label": region_label(r), "source": s.source, "from": s.from_}
             for r, s in summary.region_sources.items() if s.heuristic and r in regions
         ],
+    }
+
+
+def _norm_note(summary: Summary, norm_regions: set[str], limits: dict[str, float | None]) -> dict[str, Any]:
+    """What the legend says about the normalised lift: the target layer and its map size, and the
+    limits that apply (``gate.max_norm_lift``)."""
+    cam = summary.cam
+    layer = str(cam.target_layer) if cam is not None and cam.target_layer else ""
+    size = cam.get("map_size") if cam is not None else None
+    grid = f"{size[0]}\u00d7{size[1]}" if isinstance(size, (list, tuple)) and len(size) == 2 else ""
+    return {
+        "layer": layer,
+        "grid": grid,
+        "limits": [{"region": region_label(r), "limit": fmt_threshold(limits[r])}
+                   for r in sorted(norm_regions) if limits.get(r) is not None],
     }

@@ -34,19 +34,24 @@ def _cf_row(name: str, stats: Record, r: str, threshold: float | None, domain: t
     level = level_class(effect, ci, threshold)
     status = "none" if overall else effect_status(level.removeprefix("lift-"), num(n), min_n)
 
-    def cell(value: Any, text: str, cls: str = "num", sub: str = "", title: str = "") -> dict[str, str]:
-        return {"text": text, "sort": sort_key(value), "cls": cls, "sub": sub, "title": title}
+    def cell(value: Any, text: str, cls: str = "num", sub: str = "", title: str = "", sub2: str = "") -> dict[str, str]:
+        return {"text": text, "sort": sort_key(value), "cls": cls, "sub": sub, "title": title, "sub2": sub2}
 
     def get(key: str) -> Any:
         return stats.get(key.format(r=r))
 
     edited_sub = f"of {fmt_int(n)}" if num(n) is not None and num(n_edit) is not None else ""
+    n_no = num(stats.get(f"n_{r}_no_placebo"))
+    excluded = f"{fmt_int(n_no)} no placebo" if n_no else ""
+    edited_title = f"Images with {r} that were edited (images without it are left out)"
+    if n_no:
+        edited_title += (f"; {fmt_int(n_no)} more with {r} are excluded: no placebo site that does not overlap "
+                         f"the region, so no effect could be measured on them")
     tag_cls, tag_text, tag_title = CF_STATUS[status]
     return {
         "name": name,
         "cells": [
-            cell(n_edit, fmt_int(n_edit), sub=edited_sub,
-                 title=f"Images with {r} that were edited (images without it are left out)"),
+            cell(n_edit, fmt_int(n_edit), sub=edited_sub, title=edited_title, sub2=excluded),
             cell(get("flip_rate_{r}_removed"), fmt_pct(get("flip_rate_{r}_removed")), cls="num group-start"),
             cell(get("flip_rate_{r}_placebo"), fmt_pct(get("flip_rate_{r}_placebo"))),
             cell(get("conf_drop_{r}_removed"), fmt_dec(get("conf_drop_{r}_removed")), cls="num group-start"),
@@ -75,6 +80,7 @@ def _cf_block(summary: Summary, r: str, min_n: float | None) -> dict[str, Any]:
     rows = [_cf_row(name, st, r, threshold, domain, min_n) for name, st in classes.items()]
     src = summary.region_sources.get(r, RegionSource())
     return {
+        "exclusion": _exclusion(summary, r),
         "region": r,
         "label": region_label(r),
         "noun": EFFECT_NOUNS.get(r, f"the {r.replace('_', ' ')} region"),
@@ -85,6 +91,40 @@ def _cf_block(summary: Summary, r: str, min_n: float | None) -> dict[str, Any]:
         "overall": _cf_row("All images", overall, r, threshold, domain, None, overall=True) if overall is not None else None,
         "axis": plot_axis(domain, threshold),
         "has_data": any(row["plot"] for row in rows),
+    }
+
+
+#: Above this share of the images with a region excluded for want of a placebo, the effect rests on few images.
+FEW_SHARE = 0.5
+REASON_WORDS = {"too_large": "region larger than the free image content", "no_room": "no free spot large enough",
+                "overlap": "every candidate overlapped the region"}
+
+
+def _exclusion(summary: Summary, r: str) -> dict[str, Any] | None:
+    """How many images the effect of ``r`` is measured on, and how many were excluded for want of a
+    valid placebo (``n_<r>_no_placebo``; reasons from ``counterfactual.no_placebo_reasons``).
+    None when the run recorded no placebo exclusions (an older summary)."""
+    overall, cf = summary.overall, summary.counterfactual
+    n_no = num(overall.get(f"n_{r}_no_placebo")) if overall is not None else None
+    if n_no is None and cf is not None and cf.n_no_placebo is not None:
+        n_no = num(cf.n_no_placebo.get(r))
+    if n_no is None:
+        return None
+    n_edit = num(overall.get(f"n_{r}_edited")) if overall is not None else None
+    n_edit = n_edit or 0
+    total = n_edit + n_no
+    reasons = (cf.no_placebo_reasons or {}).get(r, {}) if cf is not None and cf.get("no_placebo_reasons") else {}
+    overlap = num(cf.placebo_max_overlap) if cf is not None else None
+    return {
+        "measured": fmt_int(n_edit),
+        "total": fmt_int(total),
+        "excluded": fmt_int(n_no),
+        "n_excluded": int(n_no),
+        "few": total > 0 and n_no / total > FEW_SHARE,
+        "share": fmt_pct(n_no / total, 0) if total else "",
+        "reasons": [{"text": REASON_WORDS.get(k, fmt_text(k)), "n": fmt_int(v), "key": fmt_text(k)}
+                    for k, v in reasons.items() if num(v)],
+        "tolerance": fmt_pct(overlap, 0) if overlap is not None else "",
     }
 
 

@@ -11,7 +11,7 @@ from auditors.report.formatting import fmt_threshold, num
 
 __all__ = [
     "ci_level", "lift_threshold", "effect_threshold", "counterfactual_on", "gate_limits_text", "token_limits",
-    "min_images", "has_section",
+    "min_images", "has_section", "norm_lift_threshold", "fired_cells",
 ]
 
 
@@ -24,6 +24,23 @@ def lift_threshold(summary: Summary, region: str) -> float | None:
     """The gate's lift limit for ``region`` (None without a gate section in the config)."""
     cfg = summary.gate_config()
     return gate.limit(cfg, region, "lift") if cfg is not None else None
+
+
+def norm_lift_threshold(summary: Summary, region: str) -> float | None:
+    """The gate's normalised-lift limit for ``region`` (``gate.max_norm_lift``), or None."""
+    cfg = summary.gate_config()
+    return cfg.max_norm_lift.get(region) if cfg is not None else None
+
+
+def fired_cells(summary: Summary) -> dict[tuple[str, str], dict]:
+    """{(class, statistic key): gate failure} for the class rules that fired, e.g.
+    ("horror", "text_norm_lift") for rule "max_text_norm_lift": the report marks exactly these."""
+    out: dict[tuple[str, str], dict] = {}
+    for f in summary.gate.failures if summary.gate is not None else []:
+        rule = str(f.rule or "")
+        if f.class_ is not None and rule.startswith("max_"):
+            out[(str(f.class_), rule[4:])] = f.to_dict()
+    return out
 
 
 def effect_threshold(summary: Summary, region: str) -> float | None:
@@ -62,8 +79,10 @@ def gate_limits_text(summary: Summary) -> str:
 
 
 def token_limits(summary: Summary) -> dict[str, float | None]:
-    """The token rules' limits: {"lift", "effect", "p_value"} (``tokens.max_*``)."""
+    """The token rules' settings: {"lift", "effect", "p_value", "dependence_fdr", "fail_on_association"}
+    (``tokens.max_*``, ``tokens.dependence_fdr``, ``tokens.fail_on_association``)."""
     tc = summary.tokens_config()
     if tc is None:
-        return {"lift": None, "effect": None, "p_value": None}
-    return {"lift": tc.max_lift, "effect": tc.max_effect, "p_value": tc.max_p_value}
+        return {"lift": None, "effect": None, "p_value": None, "dependence_fdr": None, "fail_on_association": None}
+    return {"lift": tc.max_lift, "effect": tc.max_effect, "p_value": tc.max_p_value,
+            "dependence_fdr": tc.dependence_fdr, "fail_on_association": tc.fail_on_association}

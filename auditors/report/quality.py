@@ -106,4 +106,5 @@ def build_validation(validation: dict | None) -> dict[str, Any]:
             "successful": fmt_int(n_ok),
             "rows": rows,
         })
-    return {"success": val.get("success"), "suites": suites}
+    reused = as_dict(val.get("reused"))
+    return {"success": val.get("success"), "suites": suites, "reused_from": reused.get("validated_at")}

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from auditors.report.tokens import build_tokens
 from auditors.report.variants import depth_panel, export_files, heatmap_name, label_heatmaps
 from auditors.report.verdict import build_verdict
 
-__all__ = ["REPORT_NAME", "as_summary", "build_context", "render_report", "write_report"]
+__all__ = ["REPORT_NAME", "ReportInputs", "as_inputs", "as_summary", "build_context", "render_report", "write_report"]
 
 REPORT_NAME = "report.html"
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -87,18 +88,42 @@ def _csp(script: str) -> str:
     )
 
 
-def build_context(
-    summary: Summary | Mapping[str, Any],
-    images: pd.DataFrame | None,
-    gallery: list[GalleryItem],
-    validation: dict | None,
-    errors: pd.DataFrame | None,
-    token_examples: dict[str, list[GalleryItem]] | None = None,
-    token_crops: dict[str, list[np.ndarray]] | None = None,
-    pointing_misses: list[GalleryItem] | None = None,
-    failures: list[FailureItem] | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report is made from, in one place (the report functions used to repeat this list).
+
+    ``summary``: the typed summary or a loaded summary.json; ``images``: images.parquet;
+    ``gallery``: the most region-reliant images; ``validation``: validate_tables' result;
+    ``errors``: errors.csv rows; ``token_examples`` / ``token_crops`` (keyed by token, as the token
+    stage returns them): before/after examples of flagged tokens and small crops;
+    ``pointing_misses``: the biggest pointing-game misses, worst first; ``failures``: the most
+    confident mistakes per class, with both maps.
+    """
+
+    summary: Summary | Mapping[str, Any]
+    images: pd.DataFrame | None = None
+    gallery: list[GalleryItem] = field(default_factory=list)
+    validation: dict | None = None
+    errors: pd.DataFrame | None = None
+    token_examples: dict[str, list[GalleryItem]] | None = None
+    token_crops: dict[str, list[np.ndarray]] | None = None
+    pointing_misses: list[GalleryItem] | None = None
+    failures: list[FailureItem] | None = None
+
+
+def as_inputs(first: ReportInputs | Summary | Mapping[str, Any], *args: Any, **kwargs: Any) -> ReportInputs:
+    """A :class:`ReportInputs`: given one, or built from the positional/keyword list the report
+    functions always took (``summary, images, gallery, validation, errors, token_examples=...``)."""
+    if isinstance(first, ReportInputs):
+        if args or kwargs:
+            raise TypeError("pass either a ReportInputs or the report's inputs one by one, not both")
+        return first
+    return ReportInputs(first, *args, **kwargs)
+
+
+def build_context(inputs: ReportInputs) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays it out)."""
+    summary, images, gallery, errors = inputs.summary, inputs.images, inputs.gallery or [], inputs.errors
     summary = as_summary(summary)
     regions = list(summary.regions)
     errs = build_errors(errors)
@@ -110,24 +135,24 @@ def build_context(
         "created_at": fmt_date(summary.created_at),
         "version": fmt_text(summary.camaudit_version),
         "settings": build_settings(summary),
-        "verdict": build_verdict(summary, validation),
+        "verdict": build_verdict(summary, inputs.validation),
         "table": build_class_table(summary),
         "charts": build_charts(summary, images),  # workflows-report: inline SVG charts
-        "failures": build_failures(summary, failures),  # workflows-report: failure analysis
+        "failures": build_failures(summary, inputs.failures),  # workflows-report: failure analysis
         "gallery": label_heatmaps(build_gallery(gallery, regions, {r: lift_threshold(summary, r) for r in regions or ["text"]},
                                                 edit_order=cf_regions), heatmap_name(summary)),
         "heatmap_name": heatmap_name(summary),
         "depth": depth_panel(summary),  # cam.layers
         "counterfactual": counterfactual,
-        "tokens": build_tokens(summary, token_examples, token_crops),
+        "tokens": build_tokens(summary, inputs.token_examples, inputs.token_crops),
         "sanity": build_sanity(summary),
-        "pointing": build_pointing(summary, pointing_misses),
+        "pointing": build_pointing(summary, inputs.pointing_misses),
         "history": build_history(summary),
         "methods": build_methods(summary),
         "counts": build_counts(summary, images, errs["total"]),
         "cam_status": cam_status_counts(images),
         "errors": errs,
-        "validation": build_validation(validation),
+        "validation": build_validation(inputs.validation),
         "regions": regions,
         "run_files": [{"name": n, "what": w} for n, w in RUN_FILES + ((FAILURES_FILE,) if summary.failures else ())]
         + export_files(summary),
@@ -135,47 +160,28 @@ def build_context(
     }
 
 
-def render_report(
-    summary: Summary | Mapping[str, Any],
-    images: pd.DataFrame | None,
-    gallery: list[GalleryItem],
-    validation: dict | None,
-    errors: pd.DataFrame | None,
-    token_examples: dict[str, list[GalleryItem]] | None = None,
-    token_crops: dict[str, list[np.ndarray]] | None = None,
-    pointing_misses: list[GalleryItem] | None = None,
-    failures: list[FailureItem] | None = None,
-) -> str:
-    """The report as an HTML string (write_report without touching the disk)."""
+def render_report(inputs: ReportInputs | Summary | Mapping[str, Any], *args: Any, **kwargs: Any) -> str:
+    """The report as an HTML string (write_report without touching the disk).
+
+    Takes a :class:`ReportInputs`, or its fields one by one as before
+    (``render_report(summary, images, gallery, validation, errors, token_examples=...)``).
+    """
+    inputs = as_inputs(inputs, *args, **kwargs)
     env = _environment()
     script = env.get_template("_sort.js.j2").render()
-    context = build_context(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses,
-                            failures)
+    context = build_context(inputs)
     return env.get_template("report.html.j2").render(**context, script=Markup(script), csp=_csp(script))
 
 
-def write_report(
-    run_dir: Path,
-    summary: Summary | Mapping[str, Any],
-    images: pd.DataFrame,
-    gallery: list[GalleryItem],
-    validation: dict,
-    errors: pd.DataFrame,
-    token_examples: dict[str, list[GalleryItem]] | None = None,
-    token_crops: dict[str, list[np.ndarray]] | None = None,
-    pointing_misses: list[GalleryItem] | None = None,
-    failures: list[FailureItem] | None = None,
-) -> Path:
+def write_report(run_dir: Path, inputs: ReportInputs | Summary | Mapping[str, Any], *args: Any, **kwargs: Any) -> Path:
     """Write ``run_dir/report.html`` atomically (a reader never sees half a report); return it.
 
-    ``token_examples`` / ``token_crops`` (keyed by token, as the token stage returns them) feed
-    the "Text the model uses" section: before/after examples of flagged tokens and small crops.
-    ``pointing_misses``: the biggest pointing-game misses (regions.expected), worst first.
-    ``failures``: the most confident mistakes per class (failure analysis), with both maps.
+    ``inputs``: a :class:`ReportInputs`, or its fields one by one as before
+    (``write_report(run_dir, summary, images, gallery, validation, errors, token_examples=...)``).
     """
+    html = render_report(as_inputs(inputs, *args, **kwargs))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    html = render_report(summary, images, gallery, validation, errors, token_examples, token_crops, pointing_misses, failures)
     out = run_dir / REPORT_NAME
     tmp = out.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")

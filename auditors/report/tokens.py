@@ -2,7 +2,7 @@
 effect, with crops and before/after examples of flagged ones.
 
 Whether a token is flagged is the gate's decision (:mod:`auditors.analysis.gate`); its status
-words follow :func:`auditors.analysis.gate.token_status`.
+words follow :func:`auditors.analysis.gate.token_status` (the gate's token rule, per finding).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from auditors.analysis.gate import token_status
+from auditors.analysis.token_rules import entry_verdict
 from auditors.audit.summary import Summary, TokenEntry
 from auditors.measure.gallery import GalleryItem
 from auditors.report.facts import ci_level, counterfactual_on, has_section, token_limits
@@ -38,11 +39,17 @@ TOKEN_PLOT_W = 110
 SHARE_W, SHARE_H = 84, 9
 
 TOKEN_STATUS = {
-    "flagged": ("tag-bad", "\u2691 flagged", "Tied to one class and either over-attended or needed: the gate flags it"),
-    "spread": ("tag-muted", "not class-specific",
-               "Attended or needed, but spread across classes alike, so not a class shortcut"),
-    "ok": ("tag-ok", "ok", "Not over-attended and not needed beyond the threshold, or not tied to one class"),
+    "flagged": ("tag-bad", "\u2691 fails gate", "A finding the gate fails on: the model depends on the token, or it is tied to "
+                "one class and over-attended (or tokens.fail_on_association is on)"),
+    "reported": ("tag-warn", "reported", "A finding that does not fail the gate under this config: tied to one class in "
+                 "the data, but the model neither attends to it nor was shown to need it"),
+    "ok": ("tag-ok", "ok", "Neither finding: not tied to one class, and not shown to be needed"),
 }
+
+#: The two findings as the report names them (summary.json ``tokens[].associated`` / ``dependent``).
+FINDING_WORDS = {"associated": "association", "dependent": "dependence"}
+FINDING_LONG = {"associated": "data association (the token is tied to a class in this data)",
+                "dependent": "model dependence (removing the token costs confidence beyond a placebo)"}
 
 
 def token_crop_uri(crop: Any) -> str | None:
@@ -111,7 +118,8 @@ def _token_row(rank: int, t: TokenEntry, crops: Any, limits: dict, flagged: bool
     lab = token_label(t)
     key = str(t.get("token"))
     lift, effect, ci = t.get("lift"), t.get("effect"), t.get("effect_ci")
-    status, why = token_status(t, limits, flagged)
+    status, why = token_status({**t.to_dict(), "flagged": flagged}, limits)
+    v = entry_verdict({**t.to_dict(), "flagged": flagged}, limits)
     tag_cls, tag_text, tag_title = TOKEN_STATUS[status]
     level = level_class(effect, ci, limits["effect"])
     n_inst, removed, placebo = num(t.get("n_instances")), t.get("flip_rate_removed"), t.get("flip_rate_placebo")
@@ -130,13 +138,13 @@ def _token_row(rank: int, t: TokenEntry, crops: Any, limits: dict, flagged: bool
         "top_class": fmt_text(t.get("top_class")),
         "share": {"text": fmt_pct(share, 0), "sort": sort_key(share)},
         "bar": _share_bar(t, base, flagged),
-        "p": {"text": fmt_p(p), "sort": sort_key(p), "title": f"p = {p:.3g}" if p is not None else "",
-              "cls": "num assoc" if p is not None and limits["p_value"] is not None and p < limits["p_value"] else "num"},
+        "p": _association_cell(p, num(t.get("q_value")), v.associated, limits),
         "lift": {"text": fmt_float(lift), "sort": sort_key(lift), "cls": f"num lift {lift_level(lift, limits['lift'])}".strip(),
                  "sub": (f"{fmt_pct(t.get('mass'))} on {fmt_pct(t.get('area'))}"
                          if num(t.get("mass")) is not None and num(t.get("area")) is not None else "")},
         "effect": {"text": fmt_dec(effect), "sort": sort_key(effect), "cls": f"num lift {level}".strip(),
-                   "sub": fmt_ci(ci, fmt_dec) if num(effect) is not None else "", "tested": num(effect) is not None},
+                   "sub": fmt_ci(ci, fmt_dec) if num(effect) is not None else "", "tested": num(effect) is not None,
+                   **_dependence_words(num(t.get("effect_q_value")), v.dependent, num(effect) is not None, limits)},
         "plot": effect_plot(effect, ci, limits["effect"], domain, level, f"'{lab['label']}'", TOKEN_PLOT_W)
         if domain is not None else None,
         "flips": {"text": fmt_pct(removed, 0), "sort": sort_key(removed),
@@ -144,10 +152,38 @@ def _token_row(rank: int, t: TokenEntry, crops: Any, limits: dict, flagged: bool
         "risk": {"text": fmt_float(t.get("risk"), 1 if (num(t.get("risk")) or 0) >= 10 else 2),
                  "sort": sort_key(t.get("risk"))},
         "status": status,
-        "status_sort": {"flagged": "0", "spread": "1", "ok": "2"}[status],
+        "status_sort": {"flagged": "0", "reported": "1", "ok": "2"}[status],
         "tag": {"cls": tag_cls, "text": tag_text, "title": tag_title},
         "why": why,
+        "findings": v.findings,
+        "finding_chips": [
+            {"key": k, "text": FINDING_WORDS[k], "fails": fails,
+             "title": f"{FINDING_LONG[k]}: {'fails the gate' if fails else 'reported, does not fail the gate under this config'}"}
+            for k, on, fails in (("dependent", v.dependent, v.dependence_fails), ("associated", v.associated, v.association_fails))
+            if on
+        ],
     }
+
+
+def _association_cell(p: float | None, q: float | None, associated: bool, limits: dict) -> dict[str, str]:
+    """The data-association finding: the omnibus test's BH q-value across tokens (its p-value where an
+    older run recorded no q-value), marked when the token is associated."""
+    shown = q if q is not None else p
+    what = "q" if q is not None else "p"
+    title = f"{what} = {shown:.3g}" if shown is not None else ""
+    if q is not None and p is not None:
+        title = f"omnibus class test: p = {p:.3g}, BH q = {q:.3g} across tokens"
+    if limits["p_value"] is not None and shown is not None:
+        title += f" ({'associated' if associated else 'not associated'}: threshold {limits['p_value']:g})"
+    return {"text": fmt_p(shown), "sort": sort_key(shown), "title": title, "cls": "num assoc" if associated else "num",
+            "sub": "associated" if associated else ""}
+
+
+def _dependence_words(q: float | None, dependent: bool, tested: bool, limits: dict) -> dict[str, str]:
+    """The model-dependence finding under the effect: its BH q-value and whether it fired."""
+    if not tested:
+        return {"finding": "", "dependent": False}
+    return {"finding": f"q {fmt_p(q)}" if q is not None else "", "dependent": dependent}
 
 
 def _token_panels(item: GalleryItem) -> list[dict[str, str]]:
@@ -256,6 +292,8 @@ def build_tokens(summary: Summary, examples: dict | None = None, crops: dict | N
         "ci_level": level,
         "limits": {k: fmt_threshold(v) if v is not None else "" for k, v in limits.items()},
         "p_limit": f"{limits['p_value']:g}" if limits["p_value"] is not None else "",
+        "dependence_fdr": f"{limits['dependence_fdr']:g}" if limits["dependence_fdr"] is not None else "",
+        "fail_on_association": bool(limits["fail_on_association"]),
         "min_images": fmt_int(cfg.get("min_images")) if num(cfg.get("min_images")) is not None else "",
         "effect_tokens": fmt_int(cfg.get("effect_tokens")) if num(cfg.get("effect_tokens")) is not None else "",
         "max_effect_images": fmt_int(cfg.get("max_effect_images")) if num(cfg.get("max_effect_images")) is not None else "",

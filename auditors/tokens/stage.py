@@ -120,6 +120,8 @@ def analyse_tokens(
             "effect_q_value": _num(r.effect_q_value),
             "dependent": bool(r.dependent),
             "finding": r.finding if isinstance(r.finding, str) else None,
+            "findings": r.findings,  # which fired: associated | dependent | both | none
+            "fails_on": r.fails_on if isinstance(r.fails_on, str) else None,  # the findings that fail the gate
             "risk": float(r.risk),
             "flagged": bool(r.flagged),
         }

@@ -91,6 +91,7 @@ def test_levels_follow_the_rules():
     assert [effect_status(lv, 3, 5) for lv in ("bad", "warn", "")] == ["small", "warn", "none"]
     assert effect_status("bad", 10, 5) == "bad"
     limits = {"lift": 2.0, "effect": 0.05, "p_value": 0.01}
-    assert token_status({"lift": 3.0, "p_value": 1e-6, "effect_ci": [0.1, 0.2]}, limits, True) == ("flagged", "lift, effect")
-    assert token_status({"lift": 3.0, "p_value": 0.4}, limits, False) == ("spread", "")
-    assert token_status({"lift": 1.0, "p_value": 0.4}, limits, False) == ("ok", "")
+    assert token_status({"lift": 3.0, "p_value": 1e-6, "effect_ci": [0.1, 0.2], "flagged": True}, limits) == (
+        "flagged", "model dependence; data association + attention")
+    assert token_status({"lift": 3.0, "p_value": 0.4, "flagged": False}, limits) == ("ok", "")
+    assert token_status({"lift": 1.0, "p_value": 1e-6, "flagged": False}, limits) == ("reported", "data association, not attended")

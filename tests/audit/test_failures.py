@@ -203,7 +203,8 @@ def test_chunk_keeps_only_top_k_pictures_per_class(shortcut_run, tmp_path):
 @pytest.mark.slow
 def test_failures_hold_for_rows_reused_from_the_result_store(shortcut_run, tmp_path):
     """Failure analysis runs after the merge, so a run whose every row comes from the per-image
-    store still lists every mistake with both maps (the store keeps no pixels and no failure rows)."""
+    store still lists every mistake with both maps: its failure rows come from the store too
+    (none recomputed), and only the report's few pictures are drawn again from pixels."""
     cfg, first, _ = shortcut_run
     cached = cfg.model_copy(update={
         "output": cfg.output.model_copy(update={"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")}),
@@ -213,10 +214,18 @@ def test_failures_hold_for_rows_reused_from_the_result_store(shortcut_run, tmp_p
     again = run_audit(cached)
     n = len(pd.read_parquet(again.run_dir / "images.parquet"))
     summary = json.loads((again.run_dir / "summary.json").read_text())
-    assert fill.summary["incremental"]["computed"] == n and summary["incremental"] == {"reused": n, "computed": 0, "rejected": 0}
     expected = pd.read_parquet(first.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
     got = pd.read_parquet(again.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
     assert len(got) > 0
+    assert fill.summary["incremental"]["computed"] == n and fill.summary["incremental"]["failure_rows_computed"] == len(got)
+    assert summary["incremental"] == {"reused": n, "computed": 0, "rejected": 0,
+                                      "failure_rows_reused": len(got), "failure_rows_computed": 0}
+    # identical tables: the Great Expectations result of the first run is reused, and says so
+    assert "reused_from" not in fill.summary["validation"] and summary["validation"]["reused_from"]
+    assert {k: summary["validation"][k] for k in ("success", "n_expectations", "n_failed")} == {
+        k: fill.summary["validation"][k] for k in ("success", "n_expectations", "n_failed")}
+    assert 'class="note validation-reused"' in (again.run_dir / "report.html").read_text()
+    assert 'class="note validation-reused"' not in (fill.run_dir / "report.html").read_text()
     pd.testing.assert_frame_equal(got, expected, check_exact=False, atol=1e-4, rtol=1e-3)
     assert summary["failures"]["n_errors"] == len(got)
     assert (again.run_dir / "report.html").read_text().count('failure-card" data-path=') == sum(
@@ -236,3 +245,45 @@ def test_leaned_on_and_top_per_class_rules():
     items = [It("a", 0.9, "x"), It("a", 0.95, "y"), It("a", 0.9, "w"), It("b", 0.6, "z")]
     assert [(i.label, i.path) for i in top_per_class(items, 2)] == [("a", "y"), ("a", "w"), ("b", "z")]
     assert top_per_class(items, 0) == []
+
+
+@pytest.mark.slow
+def test_one_new_mistake_computes_one_failure_row(shortcut_run, scenetext_dir, tmp_path):
+    """A night that adds one mistaken image computes one failure row (plus one whose stored entry
+    was tampered with); the others are reused, and failures.parquet equals a cold run's."""
+    import shutil
+    import sqlite3
+
+    cfg, _, _ = shortcut_run
+    root = tmp_path / "data"
+    shutil.copytree(cfg.dataset.root, root)
+    grown = cfg.model_copy(update={
+        "dataset": cfg.dataset.model_copy(update={"root": str(root)}),
+        "output": cfg.output.model_copy(update={"dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")}),
+        "run": cfg.run.model_copy(update={"cache": True}),
+    })
+    first = run_audit(grown)
+    n_before = first.summary["incremental"]["failure_rows_computed"]
+    assert n_before > 0
+    crop = _crops(scenetext_dir)[1]
+    cv2.imwrite(str(root / "clean" / "new.png"), _stamp(crop, 999)[:, :, ::-1])  # a planted mistake
+    con = sqlite3.connect(tmp_path / "cache" / "failures.sqlite")
+    with con:  # one stored row with a value of the wrong type: verification must reject it
+        image_hash, settings, payload = con.execute("SELECT image_hash, settings, payload FROM regions").fetchone()
+        entry = json.loads(payload)
+        entry["row"]["confidence"] = "0.99"
+        con.execute("UPDATE regions SET payload = ? WHERE image_hash = ? AND settings = ?",
+                    (json.dumps(entry), image_hash, settings))
+    con.close()
+    second = run_audit(grown)
+    images = pd.read_parquet(second.run_dir / "images.parquet").set_index("path")
+    assert images.loc["clean/new.png", "pred"] == "stamped", "the planted stamp makes the model err"
+    inc = second.summary["incremental"]
+    assert (inc["computed"], inc["failure_rows_computed"], inc["failure_rows_reused"]) == (1, 2, n_before - 1)
+    assert "reused_from" not in second.summary["validation"], "a grown table is validated again"
+    cold = run_audit(grown.model_copy(update={"run": grown.run.model_copy(update={"cache": False}),
+                                              "output": grown.output.model_copy(update={"dir": str(tmp_path / "cold")})}))
+    assert cold.summary["incremental"]["failure_rows_reused"] == 0
+    got, want = (pd.read_parquet(r.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
+                 for r in (second, cold))
+    pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-5, rtol=1e-4)

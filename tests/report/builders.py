@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditors.analysis.gate import decide
+from auditors.analysis.gate import decide, token_decisions
 from auditors.audit.finalize import summarise
 from auditors.audit.summary import Summary, build_summary
 from auditors.config import AuditConfig, config_from_dict
+from auditors.config.schema import TokensConfig
 from auditors.regions.build import region_names, region_sources
 from auditors.report import write_report
 from tests.report.galleries import make_cf_gallery, make_gallery, make_token_crops, make_token_examples
@@ -343,23 +344,46 @@ def token_entry(token: str, n: int, top: str, share: float, p: float, lift: floa
     return entry
 
 
+def decided(entries: list[dict], tokens: dict | None = None) -> list[dict]:
+    """``entries`` with the gate's token decisions (:func:`auditors.analysis.gate.token_decisions`,
+    as the token stage applies them): q-values, associated, attended, dependent, findings, flagged.
+    Each entry needs ``p_value``, ``lift``, ``n_images`` and ``effect_p_value`` (None: untested)."""
+    tc = TokensConfig.model_validate({**TOKENS_CONFIG, **(tokens or {})})
+    table = pd.DataFrame({
+        "p_value": [np.nan if e["p_value"] is None else e["p_value"] for e in entries],
+        "lift": [e["lift"] for e in entries], "n_images": [e["n_images"] for e in entries],
+        "effect_p_value": [np.nan if e.get("effect_p_value") is None else e["effect_p_value"] for e in entries],
+    })
+    d = token_decisions(table, tc)
+    out = []
+    for e, (_, row) in zip(entries, d.iterrows()):
+        fin = lambda v: None if v is None or not np.isfinite(v) else float(v)  # noqa: E731
+        out.append({**e, "q_value": fin(row["q_value"]), "effect_q_value": fin(row["effect_q_value"]),
+                    "associated": bool(row["associated"]), "attended": bool(row["attended"]),
+                    "dependent": bool(row["dependent"]), "finding": row["finding"] if isinstance(row["finding"], str) else None,
+                    "findings": row["findings"], "fails_on": row["fails_on"] if isinstance(row["fails_on"], str) else None,
+                    "flagged": bool(row["flagged"])})
+    return out
+
+
 def token_entries() -> list[dict]:
-    """'NEW' and an unreadable mark are horror shortcuts (flagged by the token stage); 'Studio'
-    is attended and needed but spread over classes; a hostile string, an untested year and a
-    token with missing numbers are fine."""
-    return [
-        token_entry("text:new", 38, "horror", 0.95, 3.2e-12, 4.1, 0.31, [0.22, 0.40], (0.42, 0.03), True,
-                    example_text="NEW", risk=183.4),
+    """'NEW' and an unreadable mark are horror shortcuts (associated, attended and needed); 'Studio'
+    is attended but spread over classes and not shown to be needed (interval reaches below the
+    threshold); a hostile string,
+    an untested year and a token with missing numbers are fine. Decided by the real token rules."""
+    return decided([
+        token_entry("text:new", 38, "horror", 0.95, 3.2e-12, 4.1, 0.31, [0.22, 0.40], (0.42, 0.03),
+                    example_text="NEW", risk=183.4, effect_p_value=1e-5),
         token_entry("visual:9f3a7c21e0b4d855", 24, "horror", 0.875, 1.1e-6, 2.6, 0.12, [0.07, 0.18], (0.17, 0.04),
-                    True, risk=61.2),
-        token_entry("text:studio", 61, "comedy", 0.36, 0.41, 2.4, 0.08, [0.06, 0.10], (0.05, 0.02),
-                    example_text="Studio", risk=9.87),
+                    risk=61.2, effect_p_value=2e-4),
+        token_entry("text:studio", 61, "comedy", 0.36, 0.41, 2.4, 0.08, [0.03, 0.13], (0.05, 0.02),
+                    example_text="Studio", risk=9.87, effect_p_value=0.2),
         token_entry("text:imgsrcxonerroralert1", 12, "comedy", 0.5, 0.21, 1.3, 0.01, [-0.02, 0.04], (0.0, 0.0),
-                    example_text=HOSTILE_TOKEN, risk=3.1),
+                    example_text=HOSTILE_TOKEN, risk=3.1, effect_p_value=0.4),
         token_entry("text:2026", 15, "drama", 0.4, 0.5, 0.9, risk=1.2, example_text="2026"),
         token_entry("text:x", 3, "drama", float("nan"), None, float("nan"), risk=None, class_shares=None,
                     n_instances=None),
-    ]
+    ])
 
 
 NEW_SENTENCE = ("Token 'NEW' (on 38 images, 95% in class 'horror'): removing just this text lowers confidence by "

@@ -31,7 +31,7 @@ def test_class_table_rows(page):
     horror = page.find_element("xpath", "//table[@id='class-table']//tbody/tr[3]")
     assert "flagged" in horror.text and "status-flagged" in horror.get_attribute("class")
     bad = page.find_elements("css selector", "#class-table td.lift-bad")
-    assert [c.text.split() for c in bad] == [["3.70", "[3.64,", "3.75]"]]
+    assert [c.text.split() for c in bad] == [["3.70", "[3.64,", "3.75]", "\u2691", "text", "lift", "rule"]]  # the rule that fired
     western = page.find_element("xpath", "//table[@id='class-table']//tbody/tr[4]")
     assert "too few" in western.text
 
@@ -57,7 +57,7 @@ def test_mass_and_area_intervals_toggle(cf_page):
     cf_page.find_element("css selector", "label[for='show-ci']").click()
     assert extra.is_displayed() and extra.text.startswith("[")
     lift = cf_page.find_element("xpath", "//table[@id='class-table']//tbody/tr[3]/td[contains(@class,'lift')]")
-    assert lift.text.split() == ["3.41", "[2.90,", "3.95]"] and "lift-bad" in lift.get_attribute("class")
+    assert lift.text.split() == ["3.41", "[2.90,", "3.95]", "\u2691", "text", "lift", "rule"] and "lift-bad" in lift.get_attribute("class")
 
 
 def test_lift_colour_follows_the_interval_lower_bound():

@@ -29,13 +29,18 @@ def test_token_table_rows_in_rank_order():
     assert [r["key"] for r in rows] == ["text:new", "visual:9f3a7c21e0b4d855", "text:studio",
                                         "text:imgsrcxonerroralert1", "text:2026", "text:x"]
     assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r["status"] for r in rows] == ["flagged", "flagged", "spread", "ok", "ok", "ok"]
+    assert [r["status"] for r in rows] == ["flagged", "flagged", "ok", "ok", "ok", "ok"]
     new, mark, studio, hostile, year, empty = rows
-    assert (new["label"], new["kind"], new["why"]) == ("NEW", "text", "lift, effect")
+    assert (new["label"], new["kind"], new["why"]) == ("NEW", "text", "model dependence; data association + attention")
+    assert [r["findings"] for r in rows] == ["both", "both", "none", "none", "none", "none"]
+    assert [(c["key"], c["fails"]) for c in new["finding_chips"]] == [("dependent", True), ("associated", True)]
     assert (mark["label"], mark["kind"], mark["hash"]) == ("unreadable mark", "visual", "9f3a7c21")
     assert hostile["label"] == HOSTILE_TOKEN
-    assert new["p"]["text"] == "3.2\u00d710\u207b\u00b9\u00b2" and "assoc" in new["p"]["cls"]
-    assert studio["p"]["text"] == "0.41" and "assoc" not in studio["p"]["cls"]
+    # The association column shows the BH q-value across the 5 tested tokens (3.2e-12 x 5 / 1).
+    assert new["p"]["text"] == "1.6\u00d710\u207b\u00b9\u00b9" and "assoc" in new["p"]["cls"] and new["p"]["sub"] == "associated"
+    assert studio["p"]["text"] == "0.50" and "assoc" not in studio["p"]["cls"] and studio["p"]["sub"] == ""
+    assert (new["effect"]["finding"], new["effect"]["dependent"]) == ("q 4.0\u00d710\u207b\u2075", True)
+    assert (studio["effect"]["finding"], studio["effect"]["dependent"]) == ("q 0.27", False)
     assert (new["lift"]["text"], new["lift"]["sub"]) == ("4.10", "16.4% on 4.0%") and "lift-bad" in new["lift"]["cls"]
     assert (new["effect"]["text"], new["effect"]["sub"]) == ("0.310", "[0.220, 0.400]")
     assert (new["flips"]["text"], new["flips"]["sub"]) == ("42%", "placebo 3%")
@@ -67,7 +72,8 @@ def test_token_section_content_and_gallery():
     text = " ".join(visible_text(html).split())
     assert "Text the model uses" in text and 'href="#tokens"' in html
     assert "treat all the text in an image as one region" in text and "token" in text
-    assert "3.2\u00d710\u207b\u00b9\u00b2" in text and "not tested" in text and "not class-specific" in text
+    assert "1.6\u00d710\u207b\u00b9\u00b9" in text and "not tested" in text and "Data association" in text
+    assert "Model dependence" in text and "tokens.fail_on_association is off" in text
     assert "p < 0.01" in text and "more than 2.0\u00d7 its area" in text and "above 0.05" in text
     assert "Removal was tested for the 4 riskiest tokens (up to 64 images each)" in text
     # Two flagged tokens: NEW with two examples, the mark without any.

@@ -1,0 +1,126 @@
+"""Failure analysis after the merge, reused per image like the audit's rows.
+
+Every mispredicted labelled image gets a second map (its true class) and a row in
+failures.parquet. Recomputing those every night made the cost of an unchanged night grow with
+the number of mistakes (a model at 90 % accuracy on 1M images: 100k maps a night). Here a
+failure row is stored under the image's result key (content, label, model, settings: the same
+key as its audit row) plus the failure settings, in ``failures.sqlite`` next to the row store
+(the same verified JSON-in-SQLite format, never pickle), and only images without a verified stored row
+are computed. The few pictures the report shows (the most confident mistakes per class) are
+recomputed from pixels, as the gallery's are: their number is bounded by the config, not by
+the dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from auditors.audit.chunk import audit_chunk
+from auditors.audit.result_cache import ResultSpec, _row_ok, image_key, to_json_value
+from auditors.config.schema import AuditConfig
+from auditors.data.discovery import Entry
+from auditors.measure.failures import FailureItem, failure_columns, top_per_class
+from auditors.regions.build import region_names
+from auditors.regions.cache import RegionCache
+
+__all__ = ["failures_for", "FAILURE_FORMAT"]
+
+FAILURE_FORMAT = 1  # bump when failures.parquet's columns or their meaning change
+
+
+def _setting(spec: ResultSpec, cfg: AuditConfig) -> str:
+    """The audit row's setting plus what only the failure rows depend on."""
+    return f"{spec.setting}|failures:{FAILURE_FORMAT}:tol={cfg.cam.pointing_tolerance}:regions={','.join(region_names(cfg))}"
+
+
+def _lean(cfg: AuditConfig) -> AuditConfig:
+    """Only the maps are needed: no counterfactual re-runs, no gallery, no saved maps."""
+    return cfg.model_copy(update={
+        "counterfactual": cfg.counterfactual.model_copy(update={"enabled": False}),
+        "output": cfg.output.model_copy(update={"gallery_size": 0, "save_cams": False}),
+    })
+
+
+def _stored(db: RegionCache, keys: dict[str, str], setting: str, columns: dict[str, str], read: bool) -> dict[str, dict]:
+    """path -> verified stored row (format, key, setting, columns and value types all match)."""
+    if not read or not keys:
+        return {}
+    found = db.get_many(list(keys.values()), setting)
+    out = {}
+    for path, key in keys.items():
+        payload = found.get(key)
+        if (isinstance(payload, dict) and payload.get("format") == FAILURE_FORMAT and payload.get("key") == key
+                and payload.get("setting") == setting and _row_ok(payload.get("row"), columns)):
+            out[path] = payload["row"]
+    return out
+
+
+def failures_for(
+    cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,
+    cache_path: Path | None, spec: ResultSpec | None = None,
+) -> tuple[pd.DataFrame | None, list[FailureItem], list[dict], dict[str, int]]:
+    """failures.parquet rows for the mispredicted labelled rows of ``images`` (stored rows reused
+    when ``spec`` is given), the report's top ``output.failures_per_class`` mistakes per class with
+    pictures, errors (stage ``failures``: the image stays audited) and counts (reused/computed)."""
+    k = cfg.output.failures_per_class
+    counts = {"failure_rows_reused": 0, "failure_rows_computed": 0}
+    if not k or images.empty or "label" not in images:
+        return None, [], [], counts
+    labelled = images["label"].notna() & images["label"].isin(classes)
+    wrong = images.loc[labelled & (images["label"] != images["pred"])]
+    by_path = {e.path: e for e in entries}
+    chosen = [by_path[p] for p in wrong["path"] if p in by_path]
+    if not chosen:
+        return None, [], [], counts
+    regions = region_names(cfg)
+    columns = {c: t for c, t in failure_columns(regions).items() if c not in ("path", "label")}
+    hashes = dict(zip(wrong["path"], wrong["content_hash"])) if "content_hash" in wrong else {}
+    keys = {e.path: image_key(cfg, hashes[e.path], e.label, e.path) for e in chosen if isinstance(hashes.get(e.path), str)}
+    setting = _setting(spec, cfg) if spec is not None else ""
+    db = RegionCache(Path(spec.store).with_name("failures.sqlite")) if spec is not None else None
+    try:
+        stored = _stored(db, keys, setting, columns, spec.read) if db is not None else {}
+        missing = [e for e in chosen if e.path not in stored]
+        errors: list[dict] = []
+        items: list[FailureItem] = []
+        computed: dict[str, dict[str, Any]] = {}
+        if missing:
+            result = audit_chunk(missing, _lean(cfg), classes, target_layer, cache_path, instances=False, failures_wanted=True)
+            errors += [{**e, "stage": "failures"} for e in result.errors if e["stage"] != "regions"]
+            items = list(result.failure_items)
+            for rec in (result.failures.to_dict("records") if result.failures is not None else []):
+                computed[rec["path"]] = {c: to_json_value(rec.get(c)) for c in columns}
+            if db is not None:
+                db.put_many({keys[p]: {"format": FAILURE_FORMAT, "key": keys[p], "setting": setting, "row": row}
+                             for p, row in computed.items() if p in keys and _row_ok(row, columns)}, setting)
+    finally:
+        if db is not None:
+            db.close()
+    counts = {"failure_rows_reused": len(stored), "failure_rows_computed": len(computed)}
+    records = [{"path": e.path, "label": e.label, **(computed.get(e.path) or stored[e.path])}
+               for e in chosen if e.path in computed or e.path in stored]
+    if not records:
+        return None, items, errors, counts
+    cols = failure_columns(regions)
+    rows = pd.DataFrame.from_records(records, columns=list(cols)).astype(cols)
+    return rows, _pictures(cfg, rows, items, by_path, classes, target_layer, cache_path, k), errors, counts
+
+
+def _pictures(
+    cfg: AuditConfig, rows: pd.DataFrame, computed: list[FailureItem], by_path: dict[str, Entry], classes: list[str],
+    target_layer: str, cache_path: Path | None, k: int,
+) -> list[FailureItem]:
+    """The report's mistakes (most confident ``k`` per true class, ties by path, chosen from every
+    row, reused ones too); pictures not made in this run's computation are recomputed."""
+    ranked = rows.assign(neg=-rows["confidence"]).sort_values(["label", "neg", "path"])
+    wanted = set(ranked.groupby("label", sort=True).head(k)["path"])
+    have = {it.path for it in computed if it.path in wanted}
+    redo = [by_path[p] for p in sorted(wanted - have) if p in by_path]
+    items = [it for it in computed if it.path in wanted]
+    if redo:
+        items += audit_chunk(redo, _lean(cfg), classes, target_layer, cache_path, instances=False,
+                             failures_wanted=True).failure_items
+    return top_per_class(items, k)
