@@ -4,8 +4,10 @@ A detector's boxes around one badge differ by a pixel or two at every edge; on a
 that changes any fixed hash of the crop (a 64-bit difference hash split one demo badge into
 tokens of 33, 6 and 3 images). Here two crops are compared *aligned*: the centre of one patch is
 slid over the other at three scales and the best normalised cross-correlation is kept, in both
-directions. Only candidate pairs are compared: every crop's nearest neighbours in a small
-embedding (KD-tree), joined with a union-find; then the components' representatives are
+directions, capped by its weakest letter-sized block (different words in one font share most of
+their look, never every letter). Only candidate pairs are compared: every crop's nearest
+neighbours in a small embedding (KD-tree), joined strongest pair first when a few spread members
+of both components agree on average (:class:`_Linker`); then the components' representatives are
 compared the same way, so fragments of one mark join. Cost: O(n k log n), no bucket skipped.
 """
 
