@@ -162,7 +162,8 @@ def test_hostile_token_strings_are_escaped():
     assert all((a.get("src") or "").startswith("data:image/png;base64,") for tag, a in doc.tags if tag == "img")
     text = visible_text(html)
     assert HOSTILE_TOKEN in text and HOSTILE_CLASS in text and HOSTILE_PATH in text
-    assert f"Token '{HOSTILE_TOKEN}' (on 38 images, 95% in class '{HOSTILE_CLASS}')" in " ".join(text.split())
+    assert (f"The model depends on token '{HOSTILE_TOKEN}' (on 38 images)" in " ".join(text.split())
+            and f"over-represented in class '{HOSTILE_CLASS}' (95% of its images" in " ".join(text.split()))
 
 
 # --------------------------------------------------------------------------- browser
