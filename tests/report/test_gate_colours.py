@@ -160,6 +160,11 @@ def test_token_failures_carry_the_finding_that_failed():
     on = _token_run(fail_on_association=True)
     assert {f.token: f.fails_on for f in on.gate.failures if f.rule == "token"} == {
         "text:badge": ["dependence"], "text:logo": ["association"], "text:studio": ["association"]}
+    # The glossary states the rule the gate applied under each config (it once said association was required).
+    off_text = " ".join(visible_text(render_report(summary, None, [], {}, None)).split())
+    on_text = " ".join(visible_text(render_report(on, None, [], {}, None)).split())
+    assert "Model dependence fails on its own" in off_text and "alone it is reported, not failed" in off_text
+    assert "or on its own ( tokens.fail_on_association is on)" in on_text
 
 
 def test_verdict_names_the_finding_of_each_token():
