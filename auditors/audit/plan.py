@@ -94,6 +94,9 @@ def make_plan(cfg: AuditConfig) -> Plan:
         except ConfigError as exc:
             raise ConfigError(str(exc).replace("model.target_layer", "cam.layers")) from None
     map_size = target_map_size(model, target_layer, (h, w), device)  # hardening: fc / 1x1 refused here
+    for name in cfg.cam.layers or []:  # the extra layers' maps are measured like the target's: same refusal
+        if name != target_layer:
+            target_map_size(model, name, (h, w), device, key="cam.layers")
     return Plan(cfg, index, classes, target_layer, str(device), model_fingerprint(cfg.model),
                 map_size=map_size, warnings=coarse_map_warnings(map_size, (h, w)))
 
@@ -104,7 +107,9 @@ def make_plan(cfg: AuditConfig) -> Plan:
 MIN_MAP_SIDE = 4
 
 
-def target_map_size(model: torch.nn.Module, layer: str, input_hw: tuple[int, int], device) -> tuple[int, int] | None:
+def target_map_size(
+    model: torch.nn.Module, layer: str, input_hw: tuple[int, int], device, key: str = "model.target_layer"
+) -> tuple[int, int] | None:
     """(h, w) of ``layer``'s output map; ConfigError when it has no spatial extent.
 
     ``fc`` returns (N, C): every Grad-CAM row would fail. ``avgpool`` returns (N, C, 1, 1):
@@ -122,15 +127,15 @@ def target_map_size(model: torch.nn.Module, layer: str, input_hw: tuple[int, int
     finally:
         handle.remove()
     if not shapes:
-        raise ConfigError(f"model.target_layer {layer!r}: the layer is not used in the forward pass (or returns no tensor)")
+        raise ConfigError(f"{key} {layer!r}: the layer is not used in the forward pass (or returns no tensor)")
     shape = shapes[-1]
     hint = "choose a convolutional layer whose output is an N x C x H x W map, or set model.target_layer: null to auto-detect"
     if len(shape) == 2:
-        raise ConfigError(f"model.target_layer {layer!r}: output {shape} has no spatial map (a classifier/linear layer); {hint}")
+        raise ConfigError(f"{key} {layer!r}: output {shape} has no spatial map (a classifier/linear layer); {hint}")
     if len(shape) == 4:
         if shape[-2] * shape[-1] <= 1:
             raise ConfigError(
-                f"model.target_layer {layer!r}: output {shape} is a 1x1 map (pooled), so every heatmap is one number "
+                f"{key} {layer!r}: output {shape} is a 1x1 map (pooled), so every heatmap is one number "
                 f"and every lift would be 1.0; {hint}"
             )
         return int(shape[-2]), int(shape[-1])

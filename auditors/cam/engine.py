@@ -370,31 +370,8 @@ class CamEngine:
             if out.grad_fn is None:
                 raise RuntimeError(f"the model output does not depend on target layer {self.target_layer!r}")
             classes = pick(out.detach())
-            if classes.ndim == 1:
-                (g,) = torch.autograd.grad(out.gather(1, classes[:, None]).sum(), leaf)
-                lead = 0
-            else:
-                g = self._batched_grad(out, leaf, classes).movedim(0, 1)  # (B, k, ...)
-                lead = 1
+            # one class: (B, ...); k classes: (B, k, ...) from one batched call (see cam.gradients)
+            (g,) = grads_to(out, [leaf], classes, [self.target_layer], retain=classes.ndim > 1)
+            lead = 0 if classes.ndim == 1 else 1
         a = self._to_nchw(leaf.detach(), 0).float()
         return out.detach().float(), a, self._to_nchw(g, lead).float(), classes
-
-    @staticmethod
-    def _batched_grad(out: Tensor, leaf: Tensor, classes: Tensor) -> Tensor:
-        """Gradients of k one-hot scores in one call -> (k, *leaf.shape)."""
-        k = classes.shape[1]
-        onehot = torch.zeros((k, *out.shape), dtype=out.dtype, device=out.device)
-        onehot.scatter_(2, classes.T.unsqueeze(-1), 1)
-        try:
-            with warnings.catch_warnings():
-                # vmap's "no batching rule, falling back to a loop" note is not actionable here
-                warnings.filterwarnings("ignore", message=".*batching rule.*")
-                (g,) = torch.autograd.grad(out, leaf, onehot, retain_graph=True, is_grads_batched=True)
-            return g
-        except RuntimeError:
-            # Some head op has no vmap support at all: fall back to k calls on the same (retained)
-            # graph; it is freed with ``out`` when the batch is done.
-            grads = [
-                torch.autograd.grad(out, leaf, onehot[i], retain_graph=True)[0] for i in range(k)
-            ]
-            return torch.stack(grads)

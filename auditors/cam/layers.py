@@ -36,15 +36,19 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int], device: tor
 
     Forward hooks of a container fire after its children, so for a ResNet this returns
     ``layer4`` (the whole last stage) rather than its last inner convolution. Adaptive pooling
-    layers are skipped (VGG: ``features``, not ``avgpool``).
+    layers are skipped (VGG: ``features``, not ``avgpool``). A module that runs more than once
+    per forward (a shared activation such as EfficientNet's ``_swish``) is skipped too: its
+    output is not one map, and the engine's hook would see it several times.
     """
     finished: list[tuple[str, tuple[int, ...]]] = []
+    calls: dict[str, int] = {}
     handles = []
     for name, module in model.named_modules():
         if not name or isinstance(module, _SKIPPED):
             continue
 
         def hook(_m, _inp, out, name=name):
+            calls[name] = calls.get(name, 0) + 1
             if isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[-1] > 1 and out.shape[-2] > 1:
                 finished.append((name, tuple(out.shape)))
 
@@ -57,6 +61,7 @@ def find_target_layer(model: nn.Module, input_size: tuple[int, int], device: tor
         model.train(was_training)
         for h in handles:
             h.remove()
+    finished = [(name, shape) for name, shape in finished if calls[name] == 1]
     if not finished:
         raise ConfigError(
             "model.target_layer: could not auto-detect a spatial layer (no module returns an NCHW map "

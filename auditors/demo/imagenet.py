@@ -144,7 +144,7 @@ def example_config(data: ExampleData, out_dir: Path, cache_dir: Path | None = No
         "dataset": {"root": str(data.root), "manifest": str(data.manifest)},
         "model": {"factory": "auditors.demo.imagenet:build_efficientnet_lite0", "classes": imagenet_classes(),
                   "input_size": [INPUT, INPUT], "mean": list(MEAN), "std": list(STD),
-                  # the head conv + BN; the activation after it (_swish) is one module shared with the stem
+                  # the head conv + BN (what auto-detection finds too: the shared _swish runs many times)
                   "target_layer": "_bn1"},
         "cam": {"batch_size": 8},
         "regions": {"text": {"canvas_size": 512}, "border": {"enabled": False},

@@ -63,6 +63,31 @@ def test_auto_detects_custom_conv_gap_linear():
     assert engine.compute(torch.randn(2, 3, 32, 32)).maps.shape == (2, 16, 16)
 
 
+class SharedActivation(nn.Module):
+    """EfficientNet-style: one activation module called after the stem and after the head conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.act = nn.SiLU()
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        x = self.act(self.bn(self.head(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_module_that_runs_twice_is_never_auto_detected():
+    """The shared activation runs last, but its output is two different maps: the engine's hook
+    would fire twice. Auto-detection takes the last layer that runs once (and the engine works)."""
+    model = SharedActivation().eval()
+    assert find_target_layer(model, (16, 16)) == "bn"
+    assert CamEngine(model, input_size=(16, 16)).compute(torch.randn(2, 3, 16, 16)).maps.shape == (2, 16, 16)
+
+
 def test_vit_detection_gives_ln_1_and_token_transform():
     with torch.device("meta"):
         model = torchvision.models.vit_b_16().eval()

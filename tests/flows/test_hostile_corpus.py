@@ -322,6 +322,8 @@ def _stop_cases(tmp_path: Path, root: Path) -> list[tuple[str, list[str], str]]:
     add("set-bad-key", None, "expected key.path=value", ["--set", "cam"])
     add("layer-fc", None, "has no spatial map", ["--set", "model.target_layer=fc"])
     add("layer-avgpool", None, "1x1 map", ["--set", "model.target_layer=pool"])
+    add("cam-layers-fc", None, "cam.layers 'fc': output", ["--set", "cam.layers=[features, fc]"])
+    add("cam-layers-avgpool", None, "cam.layers 'pool': output", ["--set", "cam.layers=[pool]"])
 
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)
@@ -457,8 +459,10 @@ def _uvicorn_children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
-    """SIGTERM mid-run: exit 143, no orphaned temporary Prefect server, no parts/ left."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_the_temporary_prefect_server_and_removes_parts(tmp_path, signame):
+    """SIGTERM (a scheduler's stop) or SIGINT (Ctrl-C) mid-run: exit 143 / 130, no orphaned
+    temporary Prefect server, no parts/ left."""
     import signal
     import subprocess
     import sys
@@ -494,14 +498,15 @@ def test_sigterm_stops_the_temporary_prefect_server_and_removes_parts(tmp_path):
         assert parts is not None, "the run never wrote a part before it ended"
         servers = _uvicorn_children(proc.pid)
         assert servers, "expected a temporary Prefect server process"
-        proc.send_signal(signal.SIGTERM)
+        sig = getattr(signal, signame)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert b"stopped by SIGTERM" in err and b"Traceback" not in err
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped by {signame}".encode() in err and b"Traceback" not in err
     time.sleep(1)
     alive = [p for p in servers if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
     assert not alive, f"orphaned server processes: {alive}"

@@ -13,15 +13,19 @@ def _weights(seed: int) -> dict:
     return TinyCNN(3).state_dict()
 
 
-def test_overwritten_checkpoint_gives_new_numbers_in_the_same_process(tmp_path, one_torch_thread):
-    ckpt = tmp_path / "model.pt"
-    torch.save(_weights(1), ckpt)
-    cfg = config_from_dict({
+def _config(tmp_path, ckpt, **extra):
+    return config_from_dict({
         "name": "cache", "dataset": {"root": str(tmp_path)},
         "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [32, 32],
                   "classes": ["a", "b", "c"]},
-        "cam": {"device": "cpu"},
+        **extra,
     })
+
+
+def test_overwritten_checkpoint_gives_new_numbers_in_the_same_process(tmp_path, one_torch_thread):
+    ckpt = tmp_path / "model.pt"
+    torch.save(_weights(1), ckpt)
+    cfg = _config(tmp_path, ckpt, cam={"device": "cpu"})
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     device = torch.device("cpu")
     first = engine_for(cfg.model, cfg.cam, "features", device).compute(x)
@@ -47,11 +51,7 @@ def test_a_rewrite_with_restored_mtime_is_still_seen(tmp_path, one_torch_thread)
 
     ckpt = tmp_path / "model.pt"
     torch.save(_weights(1), ckpt)
-    cfg = config_from_dict({
-        "name": "memo", "dataset": {"root": str(tmp_path)},
-        "model": {"factory": "tests.conftest:build_tiny_cnn", "checkpoint": str(ckpt), "input_size": [32, 32],
-                  "classes": ["a", "b", "c"]},
-    })
+    cfg = _config(tmp_path, ckpt)
     before = model_fingerprint(cfg.model)
     assert model_fingerprint(cfg.model) == before
     st = os.stat(ckpt)
