@@ -202,8 +202,6 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
         "hidden_empty": hidden_empty,
         "has_extra": any(c["extra"] for c in cells),
         "has_intervals": any(c["sub"].startswith("[") for c in cells),
-        # which decided levels appear, so the legend explains exactly the colours on the page
-        "levels": sorted({c["level"] for c in cells if c.get("level")}),
         "fdr": fmt_threshold(decided.fdr) if decided.fdr is not None else None,
         "n_tests": fmt_int(decided.n_tests) if decided.n_tests else None,
         "ci_level": ci_level(summary),
