@@ -121,9 +121,9 @@ def _named_sentence(t: dict, failure: dict, fails_on: list[str], level: str) -> 
     attended = f"the model attends to it {lift:.1f}\u00d7 its area" if lift is not None else ""
     why = ("attended" if t.get("attended") or (t.get("attended") is None and lift is not None)
            else "tokens.fail_on_association")
-    over = f"over-represented in class '{cls}'" + (
-        f" ({', '.join(p for p in (f'{pct_words(share)} of its images' if share is not None else '', _q(t.get('q_value'))) if p)})"
-        if share is not None or _q(t.get("q_value")) else "")
+    evidence = [f"{pct_words(share)} of its images" if share is not None else "", _q(t.get("q_value"))]
+    evidence = [p for p in evidence if p]
+    over = f"over-represented in class '{cls}'" + (f" ({', '.join(evidence)})" if evidence else "")
     if "dependence" in fails_on:
         eq = _q(t.get("effect_q_value") if t.get("effect_q_value") is not None else failure.get("effect_q_value"))
         effect = _effect_clause(t, failure, noun, level, eq)

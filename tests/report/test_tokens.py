@@ -74,7 +74,9 @@ def test_token_section_content_and_gallery():
     assert "treat all the text in an image as one region" in text and "token" in text
     assert "1.6\u00d710\u207b\u00b9\u00b9" in text and "not tested" in text and "Data association" in text
     assert "Model dependence" in text and "tokens.fail_on_association is off" in text
-    assert "p < 0.01" in text and "more than 2.0\u00d7 its area" in text and "above 0.05" in text
+    # The glossary states the gate's token rule (q-values after BH; dependence fails on its own).
+    assert "q \u2264 0.01 after Benjamini-Hochberg across tokens" in text and "more than 2.0\u00d7 its area" in text
+    assert "Model dependence fails on its own: removing the token lowers confidence by more than 0.05" in text
     assert "Removal was tested for the 4 riskiest tokens (up to 64 images each)" in text
     # Two flagged tokens: NEW with two examples, the mark without any.
     assert html.count('class="token-gallery"') == 2 and html.count('class="token-card"') == 2
