@@ -91,6 +91,8 @@ def apply_gate(
     bootstrap p-value (:func:`auditors.analysis.pvalues.grid_pvalue`).
     """
     cells = grid_cells(per_class, gate, grid_rules(gate, regions, cf_regions), level)
+    # validity-report2 (issue 10): every tested cell's decision, so the report colours by it
+    tested = [{k: c[k] for k in ("class", "rule", "p_value", "q_value", "failed")} for c in cells]
     failures = []
     for name, stats in per_class.items():
         found = [c for c in cells if c["class"] == name and c["failed"]]
@@ -109,6 +111,7 @@ def apply_gate(
         "max_text_effect": gate.max_text_effect,
         "fdr": gate.fdr,
         "n_tests": len(cells),
+        "cells": tested,
         "rule": RULE,
         "token_rule": TOKEN_GATE_RULE,
     }
@@ -258,7 +261,8 @@ def token_failures(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
          "lower": (t["effect_ci"] or [None])[0], "threshold": None, "finding": t.get("finding"),
-         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value")}
+         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value"),
+         "fails_on": token_rules.entry_fails_on(t)}  # validity-report2: ["dependence"] / ["association"] / both
         for t in tokens if t["flagged"]
     ]
 
