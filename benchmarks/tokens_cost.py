@@ -8,6 +8,11 @@ Measures on the demo posters (96x144) and on real scene-text photos at 512 px:
 and token grouping (string + visual fingerprints, class association) on a synthetic instance
 table of 1,000 images x 10 instances. Numbers are medians of interleaved repeats in one process;
 each pass runs without the region cache so both sides do their full work.
+
+``--grouping-scale`` (issue 10) instead times visual grouping of 1,500 ... 12,000 jittered crops of one
+real mark (the PARKING sign of scenetext01.jpg, every box edge moved by up to 3 px, brightness,
+contrast, noise, 30-60% size, nothing read): tokens found (should be 1) and time per crop relative
+to the smallest size in the same run (near-linear: ratios near 1).
 """
 
 from __future__ import annotations
@@ -73,11 +78,49 @@ def _synthetic_instances(n_images: int = 1000, per_image: int = 10, seed: int = 
     return inst, pd.DataFrame(images, columns=["path", "label", "cam_status"])
 
 
+def _jittered_mark(n: int, seed: int = 1) -> pd.DataFrame:
+    import json
+
+    from auditors.measure.instances import crop_fingerprint, crop_patch
+
+    img = load_rgb(SCENETEXT / "scenetext01.jpg")
+    words = json.loads((SCENETEXT / "easyocr_words.json").read_text())["scenetext01.jpg"]
+    box = np.array(next(w["box"] for w in words if w["text"] == "PARKING"))
+    (x0, y0), (x1, y1) = box.min(0).astype(int), box.max(0).astype(int)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        j = rng.integers(-3, 4, 4)
+        c = img[y0 + j[1] : y1 + j[3], x0 + j[0] : x1 + j[2]].astype(np.float32)
+        c = np.clip(c * rng.uniform(0.85, 1.15) + rng.integers(-15, 15) + rng.normal(0, 4, c.shape), 0, 255).astype(np.uint8)
+        s = rng.uniform(0.3, 0.6)
+        c = cv2.resize(c, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        rows.append((f"img{i}.png", 0, None, np.nan, crop_fingerprint(c), c.shape[1] / c.shape[0], crop_patch(c)))
+    return pd.DataFrame(rows, columns=["path", "instance", "text", "text_conf", "fingerprint", "aspect", "patch"])
+
+
+def grouping_scale(sizes: tuple[int, ...] = (1500, 3000, 6000, 12000)) -> None:
+    base = None
+    for n in sizes:
+        inst = _jittered_mark(n)
+        t = time.perf_counter()
+        tokens = assign_tokens(inst, TokenSettings())
+        dt = time.perf_counter() - t
+        per = dt / n
+        base = base or per
+        print(f"visual grouping: {n} jittered crops of one mark -> {tokens.nunique()} token(s) in {dt:.1f} s "
+              f"({per * 1e3:.2f} ms/crop, {per / base:.2f}x the per-crop time at {sizes[0]})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--grouping-scale", action="store_true", help="only the visual-grouping scaling run")
     args = ap.parse_args()
+    if args.grouping_scale:
+        grouping_scale()
+        return
     sets = {"demo posters 96x144": _demo_posters(args.images), "scene text 512px": _scenetext(args.images // 2)}
     for name, images in sets.items():
         _time_detector(images[:2], False), _time_detector(images[:2], True)  # warm-up: load both networks

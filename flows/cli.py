@@ -173,7 +173,8 @@ def _print_result(result) -> None:
     for f in s["gate"]["failures"]:
         if f["rule"] == "token":
             effect = "" if f.get("effect") is None else f", effect {f['effect']:.2f}"
-            print(f"  flagged token {f['token']!r} (class {f['class']!r}): lift {f['value']:.2f}{effect}")
+            fails_on = f" (fails on {' + '.join(f['fails_on'])})" if f.get("fails_on") else ""  # issue 10
+            print(f"  flagged token {f['token']!r} (class {f['class']!r}): lift {f['value']:.2f}{effect}{fails_on}")
         elif f["class"] is None:
             print(f"  {f['rule']}: {f['value']} failed expectation(s), see validation.json")
         else:

@@ -4,7 +4,9 @@ Aggregates: ``<r>_mass`` and ``<r>_area`` are means over the class's images with
 value; ``<r>_lift`` is the ratio of those means (not the mean of per-image lifts, which
 explodes on images with tiny regions); ``<r>_hit_rate`` is the share of pointing hits and
 ``<r>_hit_expected`` the share a uniformly random peak would score (the mean area).
-Every mean comes with a percentile-bootstrap interval that resamples images.
+Every mean comes with a percentile-bootstrap interval that resamples images; a statistic the
+gate tests also gets ``<key>_p_value`` (one-sided bootstrap p-value against its threshold, read
+off the same resamples: ``analysis.pvalues``) and ``<key>_p_threshold``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from auditors.config.schema import AuditConfig, StatsConfig
-from auditors.analysis.stats import finite, mean_ci, ratio_ci
+from auditors.analysis.gate import grid_rules
+from auditors.analysis.pvalues import mean_test, ratio_test
+from auditors.analysis.stats import finite, mean_ci
 
 __all__ = ["aggregate", "class_stats"]
 
@@ -30,7 +34,16 @@ def _seed(stats: StatsConfig, group: str, key: str) -> int:
     return (stats.seed * 1_000_003 + zlib.crc32(f"{group}|{key}".encode())) & 0x7FFFFFFF
 
 
-def _reachable_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+def _tested(key: str, ci_p: tuple[Any, float | None], limits: dict[str, float]) -> dict[str, Any]:
+    """``<key>_ci`` and, where the gate tests ``key``, ``<key>_p_value`` / ``<key>_p_threshold``."""
+    ci, p = ci_p
+    out: dict[str, Any] = {f"{key}_ci": ci}
+    if key in limits and p is not None:
+        out[f"{key}_p_value"], out[f"{key}_p_threshold"] = p, float(limits[key])
+    return out
+
+
+def _reachable_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str, limits: dict[str, float]) -> dict[str, Any]:
     """``<r>_max_lift`` (mean reachable mass / mean area) and ``<r>_norm_lift`` (mean mass / mean
     reachable mass, with interval): the share of the mass a map at the target layer's
     resolution could put on the region that it does put there, comparable across models."""
@@ -44,15 +57,16 @@ def _reachable_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> d
     return {
         f"{r}_max_lift": finite(max_lift),
         f"{r}_norm_lift": finite(norm),
-        f"{r}_norm_lift_ci": ratio_ci(mass[ok], reach[ok], st.bootstrap, st.ci, _seed(st, group, f"{r}_norm_lift")),
+        **_tested(f"{r}_norm_lift", ratio_test(mass[ok], reach[ok], limits.get(f"{r}_norm_lift"), st.bootstrap, st.ci,
+                                               _seed(st, group, f"{r}_norm_lift")), limits),
     }
 
 
-def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str, limits: dict[str, float]) -> dict[str, Any]:
     mass, area = df[f"{r}_mass"].to_numpy(float), df[f"{r}_area"].to_numpy(float)
     both = np.isfinite(mass) & np.isfinite(area)
     lift = mass[both].mean() / area[both].mean() if both.any() and area[both].mean() > 0 else float("nan")
-    return {**_reachable_stats(df, r, st, group),
+    return {**_reachable_stats(df, r, st, group, limits),
         f"{r}_mass": _mean(df[f"{r}_mass"]),
         f"{r}_area": _mean(df[f"{r}_area"]),
         f"{r}_lift": finite(lift),
@@ -60,11 +74,11 @@ def _region_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict
         f"{r}_hit_expected": _mean(df[f"{r}_area"]),
         f"{r}_mass_ci": mean_ci(mass, st.bootstrap, st.ci, _seed(st, group, f"{r}_mass")),
         f"{r}_area_ci": mean_ci(area, st.bootstrap, st.ci, _seed(st, group, f"{r}_area")),
-        f"{r}_lift_ci": ratio_ci(mass, area, st.bootstrap, st.ci, _seed(st, group, f"{r}_lift")),
+        **_tested(f"{r}_lift", ratio_test(mass, area, limits.get(f"{r}_lift"), st.bootstrap, st.ci, _seed(st, group, f"{r}_lift")), limits),
     }
 
 
-def _counterfactual_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str) -> dict[str, Any]:
+def _counterfactual_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str, limits: dict[str, float]) -> dict[str, Any]:
     edited = df[df[f"{r}_removed_conf"].notna()]
     effect = edited[f"{r}_effect"].to_numpy(float)
     out = {
@@ -74,7 +88,7 @@ def _counterfactual_stats(df: pd.DataFrame, r: str, st: StatsConfig, group: str)
         f"conf_drop_{r}_removed": _mean(edited["confidence"] - edited[f"{r}_removed_conf"]),
         f"conf_drop_{r}_placebo": _mean(edited["confidence"] - edited[f"{r}_placebo_conf"]),
         f"{r}_effect": _mean(edited[f"{r}_effect"]),
-        f"{r}_effect_ci": mean_ci(effect, st.bootstrap, st.ci, _seed(st, group, f"{r}_effect")),
+        **_tested(f"{r}_effect", mean_test(effect, limits.get(f"{r}_effect"), st.bootstrap, st.ci, _seed(st, group, f"{r}_effect")), limits),
     }
     status = df.get(f"{r}_placebo_status")
     # Images with the region but no valid placebo: left out of the effect above, counted here.
@@ -99,11 +113,12 @@ def _accuracy(df: pd.DataFrame, cf_regions: list[str]) -> dict[str, float | None
 def class_stats(df: pd.DataFrame, cfg: AuditConfig, regions: list[str], group: str) -> dict[str, Any]:
     """Every statistic of one group of images (a class, or all images)."""
     out: dict[str, Any] = {"n": int(len(df))}
-    for r in regions:
-        out.update(_region_stats(df, r, cfg.stats, group))
     cf_regions = cfg.counterfactual_regions()
+    limits = dict(grid_rules(cfg.gate, regions, cf_regions))  # the gate's (key, threshold) grid
+    for r in regions:
+        out.update(_region_stats(df, r, cfg.stats, group, limits))
     for r in cf_regions:
-        out.update(_counterfactual_stats(df, r, cfg.stats, group))
+        out.update(_counterfactual_stats(df, r, cfg.stats, group, limits))
     # Contract keys (summary.json since 0.1): text removal vs placebo flip rates.
     out.setdefault("flip_rate_text_removed", None)
     out["flip_rate_placebo"] = out.get("flip_rate_text_placebo")

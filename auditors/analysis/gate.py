@@ -29,20 +29,21 @@ import numpy as np
 import pandas as pd
 
 from auditors.analysis import token_rules
-from auditors.analysis.stats import bh_adjust, finite, interval, interval_pvalue
+from auditors.analysis.pvalues import grid_pvalue
+from auditors.analysis.stats import bh_adjust, finite, interval
 from auditors.config.schema import GateConfig, TokensConfig
 
 __all__ = [
     "RULE", "apply_gate", "apply_regression_rule", "decide", "limit", "lift_limits", "effect_limits", "token_failures",
-    "validation_failure", "flag_tokens", "token_decisions", "grid_cells", "TOKEN_GATE_RULE",
+    "validation_failure", "flag_tokens", "token_decisions", "grid_cells", "grid_rules", "TOKEN_GATE_RULE",
     "interval_level", "point_level", "effect_status", "token_status",
 ]
 
 #: The gate's decision rule in words (summary.json ``gate.rule``).
 RULE = (
-    "a class is flagged when a statistic exceeds its threshold significantly: one-sided p-values from the "
-    "bootstrap intervals, Benjamini-Hochberg adjusted across every class x region x rule tested, q <= gate.fdr "
-    "(with a single test and the defaults: the 95% interval's lower bound above the threshold); classes with fewer "
+    "a class is flagged when a statistic exceeds its threshold significantly: one-sided bootstrap p-values (the "
+    "share of resamples at or below the threshold, (1 + k) / (1 + B)), Benjamini-Hochberg adjusted across every class x region x rule tested, q <= gate.fdr "
+    "(with a single test and the defaults: about the 95% interval's lower bound above the threshold); classes with fewer "
     "than gate.min_images_per_class images are reported, never tested"
 )
 
@@ -86,12 +87,12 @@ def apply_gate(
 
     Rules: text lift > ``max_text_lift``; text effect > ``max_text_effect`` (with
     counterfactuals); ``max_lift[r]`` / ``max_effect[r]`` / ``max_norm_lift[r]`` for other regions.
-    ``level``: the coverage of the intervals (``stats.ci``) the p-values are recovered from.
+    ``level``: the coverage of the intervals (``stats.ci``), used only where a cell has no
+    bootstrap p-value (:func:`auditors.analysis.pvalues.grid_pvalue`).
     """
-    rules = [(f"{r}_lift", t) for r, t in lift_limits(gate, regions).items()]
-    rules += [(f"{r}_effect", t) for r, t in effect_limits(gate, cf_regions).items()]
-    rules += [(f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
-    cells = grid_cells(per_class, gate, rules, level)
+    cells = grid_cells(per_class, gate, grid_rules(gate, regions, cf_regions), level)
+    # validity-report2 (issue 10): every tested cell's decision, so the report colours by it
+    tested = [{k: c[k] for k in ("class", "rule", "p_value", "q_value", "failed")} for c in cells]
     failures = []
     for name, stats in per_class.items():
         found = [c for c in cells if c["class"] == name and c["failed"]]
@@ -110,31 +111,49 @@ def apply_gate(
         "max_text_effect": gate.max_text_effect,
         "fdr": gate.fdr,
         "n_tests": len(cells),
+        "cells": tested,
         "rule": RULE,
         "token_rule": TOKEN_GATE_RULE,
     }
 
 
+# --- grid p-values (issue 10, validity-stats): bootstrap p-values computed at aggregation -------
+
+
+def grid_rules(gate: GateConfig, regions: list[str], cf_regions: list[str]) -> list[tuple[str, float]]:
+    """(statistic key, threshold) of every class rule; aggregation computes a bootstrap p-value
+    for each of these keys against its threshold, the gate tests the same list."""
+    rules = [(f"{r}_lift", t) for r, t in lift_limits(gate, regions).items()]
+    rules += [(f"{r}_effect", t) for r, t in effect_limits(gate, cf_regions).items()]
+    rules += [(f"{r}_norm_lift", t) for r, t in gate.max_norm_lift.items() if r in regions]
+    return rules
+
+
 def grid_cells(per_class: dict[str, dict], gate: GateConfig, rules: list[tuple[str, float]], level: float) -> list[dict[str, Any]]:
     """Every tested (class, rule) cell with its p-value, BH q-value and decision (issue 10).
 
-    A cell is tested when the class has ``gate.min_images_per_class`` images and an interval.
+    A cell is tested when the class has ``gate.min_images_per_class`` images and a p-value:
+    the bootstrap one from aggregation, else one recovered from its interval (``p_source``).
     """
     cells: list[dict[str, Any]] = []
     for name, stats in per_class.items():
         if stats.get("n", 0) < gate.min_images_per_class:
             continue
         for key, threshold in rules:
+            p, source = grid_pvalue(stats, key, threshold, level)
             ci = stats.get(f"{key}_ci")
-            p = interval_pvalue(ci, threshold, level)
-            if p is None or stats.get(key) is None:
+            if p is None or stats.get(key) is None or not ci:
                 continue
-            cells.append({"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold, "p_value": p})
+            cells.append({"class": name, "rule": f"max_{key}", "value": stats[key], "lower": ci[0], "threshold": threshold,
+                          "p_value": p, "p_source": source})
     q = bh_adjust([c["p_value"] for c in cells])
     for c, qv in zip(cells, q):
         c["q_value"] = float(qv)
         c["failed"] = bool(qv <= gate.fdr)
     return cells
+# --- end grid p-values --------------------------------------------------------------------------
+
+
 # --------------------------------------------------------------------------- regression rule (issue 13: history)
 
 REGRESSION_RULE = (
@@ -242,7 +261,8 @@ def token_failures(tokens: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {"class": t["top_class"], "rule": "token", "token": t["token"], "value": t["lift"], "effect": t["effect"],
          "lower": (t["effect_ci"] or [None])[0], "threshold": None, "finding": t.get("finding"),
-         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value")}
+         "q_value": t.get("q_value"), "effect_q_value": t.get("effect_q_value"),
+         "fails_on": token_rules.entry_fails_on(t)}  # validity-report2: ["dependence"] / ["association"] / both
         for t in tokens if t["flagged"]
     ]
 

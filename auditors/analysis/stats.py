@@ -12,21 +12,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval"]
+__all__ = ["bootstrap_values", "bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval"]
 
 _BLOCK_CELLS = 4_000_000  # indices per block: ~32 MB of int64
 
 
-def bootstrap_ci(
-    columns: Sequence[np.ndarray],
-    statistic,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float] | None:
-    """Percentile interval of ``statistic(*resampled_columns)`` (each column (B, n) -> (B,)).
+def bootstrap_values(columns: Sequence[np.ndarray], statistic, n_boot: int = 1000, seed: int = 0) -> np.ndarray | None:
+    """The finite values of ``statistic(*resampled_columns)`` over ``n_boot`` resamples of rows.
 
-    Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows.
+    Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows or
+    no finite value. Intervals and p-values are both read off these values, so they agree.
     """
     data = np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])
     data = data[np.isfinite(data).all(axis=1)]
@@ -43,27 +38,49 @@ def bootstrap_ci(
         stats.append(statistic(*(sample[..., j] for j in range(data.shape[1]))))
     values = np.concatenate(stats)
     values = values[np.isfinite(values)]
-    if len(values) == 0:
+    return values if len(values) else None
+
+
+def _percentile(values: np.ndarray | None, level: float) -> tuple[float, float] | None:
+    if values is None:
         return None
     alpha = (1 - level) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
 
+def bootstrap_ci(
+    columns: Sequence[np.ndarray],
+    statistic,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile interval of ``statistic(*resampled_columns)`` (each column (B, n) -> (B,)).
+
+    Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows.
+    """
+    return _percentile(bootstrap_values(columns, statistic, n_boot, seed), level)
+
+
+def _mean(a: np.ndarray) -> np.ndarray:
+    return a.mean(axis=1)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = b.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(d > 0, a.mean(axis=1) / d, np.nan)
+
+
 def mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Interval of the mean of ``x``."""
-    return bootstrap_ci([x], lambda a: a.mean(axis=1), n_boot, level, seed)
+    return bootstrap_ci([x], _mean, n_boot, level, seed)
 
 
 def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Interval of mean(num) / mean(den), resampling (num, den) pairs together (lift = mass/area)."""
-
-    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        d = b.mean(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(d > 0, a.mean(axis=1) / d, np.nan)
-
-    return bootstrap_ci([num, den], ratio, n_boot, level, seed)
+    return bootstrap_ci([num, den], _ratio, n_boot, level, seed)
 
 
 def finite(value: Any) -> float | None:

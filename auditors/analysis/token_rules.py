@@ -19,10 +19,14 @@ from typing import Any
 
 from auditors.analysis.stats import finite, interval
 
-__all__ = ["FINDINGS", "TokenVerdict", "findings_name", "verdict", "entry_verdict"]
+__all__ = ["FINDINGS", "FAILS_ON", "TokenVerdict", "findings_name", "verdict", "entry_verdict", "entry_fails_on"]
 
 #: summary.json ``tokens[].findings``: which findings fired.
 FINDINGS = ("none", "associated", "dependent", "both")
+
+#: summary.json ``gate.failures[].fails_on`` of a token failure: the finding(s) that failed, and
+#: the words :meth:`TokenVerdict.failing` uses for each (``tokens[].fails_on``).
+FAILS_ON = {"dependence": "model dependence", "association": "data association"}
 
 
 def findings_name(associated: bool, dependent: bool) -> str:
@@ -53,14 +57,18 @@ class TokenVerdict:
     def fails(self) -> bool:
         return self.association_fails or self.dependence_fails
 
+    def fails_on(self) -> list[str]:
+        """The failing findings as keys of :data:`FAILS_ON`: ["dependence"], ["association"], both or []."""
+        return [k for k, on in (("dependence", self.dependence_fails), ("association", self.association_fails)) if on]
+
     def failing(self) -> str:
         """The findings that fail the gate, in words ("" when none): "model dependence",
         "data association + attention", "data association (tokens.fail_on_association)"."""
         parts = []
         if self.dependence_fails:
-            parts.append("model dependence")
+            parts.append(FAILS_ON["dependence"])
         if self.association_fails:
-            parts.append("data association + attention" if self.attended else "data association (tokens.fail_on_association)")
+            parts.append(FAILS_ON["association"] + (" + attention" if self.attended else " (tokens.fail_on_association)"))
         return "; ".join(parts)
 
 
@@ -103,3 +111,20 @@ def entry_verdict(t: Mapping[str, Any], limits: Mapping[str, Any]) -> TokenVerdi
     dep = bool(flagged) and v.dependent
     return TokenVerdict(v.associated, v.attended, v.dependent,
                         association_fails=bool(flagged) and (v.associated or not dep), dependence_fails=dep)
+
+
+def entry_fails_on(t: Mapping[str, Any]) -> list[str]:
+    """Which finding(s) of a flagged token entry fail the gate (keys of :data:`FAILS_ON`); [] when
+    it is not flagged.
+
+    The token stage records them in words (``fails_on``, decided with the run's
+    ``tokens.fail_on_association``), which is read first; entries without it are read back with
+    :func:`entry_verdict`, whose reconstruction keeps the recorded ``flagged``."""
+    if not t.get("flagged"):
+        return []
+    words = t.get("fails_on")
+    if isinstance(words, str):
+        keys = [k for k, phrase in FAILS_ON.items() if phrase in words]
+        if keys:
+            return keys
+    return entry_verdict(t, {}).fails_on()

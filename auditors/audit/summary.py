@@ -100,6 +100,7 @@ class Failure(Record):
     q_value: float | None = None
     effect_q_value: float | None = None
     finding: str | None = None
+    fails_on: list[str] | None = None  # token failures: ["dependence"] / ["association"] / both (issue 10)
 
 
 class Regression(Record):

@@ -1,6 +1,8 @@
 """The per-class attention table: mass, area, lift (with interval) and hit rate per region.
 
-Lift cells are coloured by the gate's own levels (:mod:`auditors.analysis.gate`).
+Lift cells are coloured by the gate's recorded decision (:mod:`auditors.report.gate_cells`): red
+exactly where the gate failed that (class, rule), amber where the interval is over the limit but
+the gate did not fail it (not significant after FDR control, or too few images).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from typing import Any
 
 from auditors.audit.summary import Record, RegionSource, Summary
 from auditors.report.facts import (
-    ci_level, counterfactual_on, fired_cells, lift_threshold, min_images, norm_lift_threshold,
+    ci_level, counterfactual_on, lift_threshold, min_images, norm_lift_threshold,
 )
 from auditors.report.formatting import (
-    fmt_ci, fmt_float, fmt_int, fmt_pct, fmt_threshold, level_class, num, region_label, sort_key,
+    fmt_ci, fmt_float, fmt_int, fmt_pct, fmt_threshold, num, region_label, sort_key,
 )
+from auditors.report.gate_cells import GateCells, decide_cell, gate_cells
 
 __all__ = ["MAX_EMPTY_CLASS_ROWS", "build_class_table", "listed_classes"]
 
@@ -82,13 +85,14 @@ def _class_columns(regions: list[str], flip_keys: list[str], norm_regions: set[s
 
 
 def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None],
-          norm_thresholds: dict[str, float | None] | None = None, fired: dict | None = None) -> dict[str, str]:
-    """A formatted cell: ``sub`` is a second line always shown, ``extra`` one shown on request;
-    ``fired``: the gate failure of this very cell (its rule is named in the cell), or None."""
+          norm_thresholds: dict[str, float | None] | None, name: str | None, cells: GateCells) -> dict[str, str]:
+    """A formatted cell: ``sub`` is a second line always shown, ``extra`` one shown on request.
+    Gated cells (lift, norm. lift) are coloured by the gate's decision on (``name``, the column's
+    statistic) (:func:`auditors.report.gate_cells.decide_cell`); ``name`` None is the all-images row."""
     value = stats.get(col["key"])
     fmt = col["fmt"]
     cell = {"text": fmt_int(value), "sort": sort_key(value), "cls": "num", "sub": "", "extra": "", "title": "",
-            "fired": ""}
+            "fired": "", "level": ""}
     if fmt == "pct":
         cell["text"] = fmt_pct(value)
         cell["extra"] = fmt_ci(stats.get(f"{col['key']}_ci"), fmt_pct)
@@ -98,45 +102,43 @@ def _cell(col: dict[str, Any], stats: Record, thresholds: dict[str, float | None
         if num(expected) is not None:
             cell["sub"] = f"exp. {fmt_pct(expected)}"
             cell["title"] = f"{fmt_pct(value)} of peaks on {col['region']}; {fmt_pct(expected)} expected by its area"
-    elif fmt == "lift":
+    elif fmt in ("lift", "norm"):
         ci = stats.get(f"{col['key']}_ci")
-        level = level_class(value, ci, thresholds.get(col["region"]))
-        cell.update(text=fmt_float(value), cls=f"num lift {level}".strip())
-        cell["sub"] = fmt_ci(ci) if num(value) is not None else ""
-    elif fmt == "norm":
-        ci = stats.get(f"{col['key']}_ci")
-        limit = (norm_thresholds or {}).get(col["region"])
-        level = level_class(value, ci, limit)
-        max_lift = num(stats.get(f"{col['region']}_max_lift"))
-        cell.update(text=fmt_float(value), cls=f"num lift {level}".strip())
-        cell["sub"] = f"max lift {fmt_float(max_lift, 1)}" if max_lift is not None else ""
-        cell["extra"] = fmt_ci(ci) if num(value) is not None else ""
-        if num(value) is not None and max_lift is not None:
-            cell["title"] = (f"{fmt_float(stats.get(col['region'] + '_lift'))} of the at most {fmt_float(max_lift, 1)} "
-                             f"a map at this resolution could reach on {col['region']}")
-    if fired:
-        rule = str(fired.get("rule", ""))
-        cell["cls"] += " fired"
-        cell["fired"] = "\u2691 " + rule.removeprefix("max_").replace("_", " ") + " rule"
-        q = num(fired.get("q_value"))
-        cell["title"] = (f"The gate flags this class by rule {rule}: lower bound {fmt_float(fired.get('lower'), 3)} "
-                         f"> {fired.get('threshold')}" + (f", q {q:.2g}" if q is not None else ""))
+        limit = (thresholds if fmt == "lift" else (norm_thresholds or {})).get(col["region"])
+        decision = decide_cell(value, ci, limit, name, col["key"], stats.get("n"), cells)
+        cell.update(text=fmt_float(value), cls=f"num lift {decision.css}".strip(), level=decision.level)
+        if fmt == "lift":
+            cell["sub"] = fmt_ci(ci) if num(value) is not None else ""
+        else:
+            max_lift = num(stats.get(f"{col['region']}_max_lift"))
+            cell["sub"] = f"max lift {fmt_float(max_lift, 1)}" if max_lift is not None else ""
+            cell["extra"] = fmt_ci(ci) if num(value) is not None else ""
+            if num(value) is not None and max_lift is not None:
+                cell["title"] = (f"{fmt_float(stats.get(col['region'] + '_lift'))} of the at most {fmt_float(max_lift, 1)} "
+                                 f"a map at this resolution could reach on {col['region']}")
+        if decision.level == "fail":
+            cell["cls"] += " fired"
+            cell["fired"] = "\u2691 " + col["key"].replace("_", " ") + " rule"
+            cell["title"] = decision.note
+        elif decision.level == "over":
+            cell["fired"] = "n.s. after FDR" if (name, col["key"]) in cells.tested else "not gated"
+            cell["title"] = decision.note
     return cell
 
 
 def _class_row(name: str, stats: Record, cols: list[dict], thresholds: dict, min_n: float | None,
-               norm_thresholds: dict | None = None, fired: dict | None = None) -> dict:
-    """One table row: formatted metric cells (those whose gate rule fired marked) plus the flag
-    state and its reasons."""
-    fired = fired or {}
-    cells = [_cell(c, stats, thresholds, norm_thresholds, fired.get((name, c["key"]))) for c in cols if c["kind"] == "num"]
+               norm_thresholds: dict | None, cells: GateCells, gated: bool = True) -> dict:
+    """One table row: formatted metric cells (coloured by the gate's decision on each) plus the
+    flag state and its reasons. ``gated`` False: the all-images row, which the gate never tests."""
+    row_cells = [_cell(c, stats, thresholds, norm_thresholds, name if gated else None, cells)
+                 for c in cols if c["kind"] == "num"]
     n = num(stats.get("n"))
     flagged = bool(stats.get("flagged"))
     small = min_n is not None and n is not None and n < min_n
     status = "flagged" if flagged else ("small" if small else "ok")
     return {
         "name": name,
-        "cells": cells,
+        "cells": row_cells,
         "status": status,
         "status_sort": {"flagged": "0", "small": "1", "ok": "2"}[status],
         "reasons": [str(r) for r in stats.get("flag_reasons") or []],
@@ -180,11 +182,12 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
     cols = _class_columns(regions, _flip_keys(summary), norm_regions)
     thresholds = {r: lift_threshold(summary, r) for r in regions}
     norm_thresholds = {r: norm_lift_threshold(summary, r) for r in regions}
-    fired = fired_cells(summary)
+    decided = gate_cells(summary)
     min_n = min_images(summary)
-    rows = [_class_row(name, stats, cols, thresholds, min_n, norm_thresholds, fired) for name, stats in summary.classes.items()]
+    rows = [_class_row(name, stats, cols, thresholds, min_n, norm_thresholds, decided) for name, stats in summary.classes.items()]
     overall = summary.overall
-    overall_row = _class_row("All images", overall, cols, thresholds, None, norm_thresholds) if overall is not None else None
+    overall_row = (_class_row("All images", overall, cols, thresholds, None, norm_thresholds, decided, gated=False)
+                   if overall is not None else None)
     groups = _groups(cols, summary.region_sources)
     every = rows + ([overall_row] if overall_row else [])
     cells = [c for r in every for c in r["cells"]]
@@ -199,6 +202,8 @@ def build_class_table(summary: Summary) -> dict[str, Any]:
         "hidden_empty": hidden_empty,
         "has_extra": any(c["extra"] for c in cells),
         "has_intervals": any(c["sub"].startswith("[") for c in cells),
+        "fdr": fmt_threshold(decided.fdr) if decided.fdr is not None else None,
+        "n_tests": fmt_int(decided.n_tests) if decided.n_tests else None,
         "ci_level": ci_level(summary),
         "heuristic": [
             {"label": region_label(r), "source": s.source, "from": s.from_}

@@ -1,25 +1,28 @@
 """The counterfactual section: does the model need a region? Removal vs an equal-area placebo.
 
-Status words and colours follow the gate (:func:`auditors.analysis.gate.effect_status`).
+Status words and colours follow the gate's recorded decision on each (class, effect rule)
+(:mod:`auditors.report.gate_cells`): "above limit" (red) only where the gate failed it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from auditors.analysis.gate import effect_status
 from auditors.audit.summary import Record, RegionSource, Summary
 from auditors.report.facts import ci_level, effect_threshold, min_images
 from auditors.report.formatting import (
-    DASH, EFFECT_NOUNS, as_dict, fmt_ci, fmt_dec, fmt_int, fmt_pct, fmt_text, fmt_threshold, interval, level_class,
+    DASH, EFFECT_NOUNS, as_dict, fmt_ci, fmt_dec, fmt_int, fmt_pct, fmt_text, fmt_threshold, interval,
     num, region_label, sort_key,
 )
+from auditors.report.gate_cells import GateCells, decide_cell, gate_cells
 from auditors.report.plots import effect_plot, plot_axis, plot_domain
 
 __all__ = ["CF_STATUS", "build_counterfactual"]
 
 CF_STATUS = {
-    "bad": ("tag-bad", "above limit", "The whole interval is above the threshold: the gate flags this class"),
+    "bad": ("tag-bad", "above limit", "The gate fails this class on this effect"),
+    "over": ("tag-warn", "not significant", "The interval is above the threshold, but not significant after "
+             "false-discovery-rate control across the gate's cells: the gate does not fail it"),
     "warn": ("tag-warn", "inconclusive", "The interval reaches above the threshold but its lower bound does not"),
     "ok": ("tag-ok", "below limit", "The whole interval is below the threshold"),
     "small": ("tag-muted", "too few", "Above the threshold, but too few images to be flagged"),
@@ -28,11 +31,14 @@ CF_STATUS = {
 
 
 def _cf_row(name: str, stats: Record, r: str, threshold: float | None, domain: tuple[float, float],
-            min_n: float | None, overall: bool = False) -> dict[str, Any]:
+            min_n: float | None, cells: GateCells, overall: bool = False) -> dict[str, Any]:
     n_edit, n = stats.get(f"n_{r}_edited"), stats.get("n")
     effect, ci = stats.get(f"{r}_effect"), stats.get(f"{r}_effect_ci")
-    level = level_class(effect, ci, threshold)
-    status = "none" if overall else effect_status(level.removeprefix("lift-"), num(n), min_n)
+    decision = decide_cell(effect, ci, threshold, None if overall else name, f"{r}_effect", n, cells)
+    level = decision.css
+    small = min_n is not None and num(n) is not None and num(n) < min_n
+    status = ("none" if overall or not decision.level else
+              {"fail": "bad", "over": "small" if small else "over"}.get(decision.level, decision.level))
 
     def cell(value: Any, text: str, cls: str = "num", sub: str = "", title: str = "", sub2: str = "") -> dict[str, str]:
         return {"text": text, "sort": sort_key(value), "cls": cls, "sub": sub, "title": title, "sub2": sub2}
@@ -57,13 +63,13 @@ def _cf_row(name: str, stats: Record, r: str, threshold: float | None, domain: t
             cell(get("conf_drop_{r}_removed"), fmt_dec(get("conf_drop_{r}_removed")), cls="num group-start"),
             cell(get("conf_drop_{r}_placebo"), fmt_dec(get("conf_drop_{r}_placebo"))),
             cell(effect, fmt_dec(effect), cls=f"num group-start lift {level}".strip(),
-                 sub=fmt_ci(ci, fmt_dec) if num(effect) is not None else ""),
+                 sub=fmt_ci(ci, fmt_dec) if num(effect) is not None else "", title=decision.note),
         ],
         "plot": effect_plot(effect, ci, threshold, domain, level, name),
         "effect_sort": sort_key(effect),
         "status": status,
-        "status_sort": {"bad": "0", "warn": "1", "small": "2", "ok": "3", "none": "4"}[status],
-        "tag": {"cls": tag_cls, "text": tag_text, "title": tag_title},
+        "status_sort": {"bad": "0", "over": "1", "warn": "1", "small": "2", "ok": "3", "none": "4"}[status],
+        "tag": {"cls": tag_cls, "text": tag_text, "title": decision.note or tag_title},
     }
 
 
@@ -77,7 +83,8 @@ def _cf_block(summary: Summary, r: str, min_n: float | None) -> dict[str, Any]:
         points.append(num(stats.get(f"{r}_effect")))
         points += list(interval(stats.get(f"{r}_effect_ci")) or ())
     domain = plot_domain(points)
-    rows = [_cf_row(name, st, r, threshold, domain, min_n) for name, st in classes.items()]
+    cells = gate_cells(summary)
+    rows = [_cf_row(name, st, r, threshold, domain, min_n, cells) for name, st in classes.items()]
     src = summary.region_sources.get(r, RegionSource())
     return {
         "exclusion": _exclusion(summary, r),
@@ -88,7 +95,7 @@ def _cf_block(summary: Summary, r: str, min_n: float | None) -> dict[str, Any]:
         "source": src.source,
         "threshold": fmt_threshold(threshold) if threshold is not None else "",
         "rows": rows,
-        "overall": _cf_row("All images", overall, r, threshold, domain, None, overall=True) if overall is not None else None,
+        "overall": _cf_row("All images", overall, r, threshold, domain, None, cells, overall=True) if overall is not None else None,
         "axis": plot_axis(domain, threshold),
         "has_data": any(row["plot"] for row in rows),
     }

@@ -11,7 +11,7 @@ from auditors.report.formatting import fmt_threshold, num
 
 __all__ = [
     "ci_level", "lift_threshold", "effect_threshold", "counterfactual_on", "gate_limits_text", "token_limits",
-    "min_images", "has_section", "norm_lift_threshold", "fired_cells",
+    "min_images", "has_section", "norm_lift_threshold",
 ]
 
 
@@ -30,17 +30,6 @@ def norm_lift_threshold(summary: Summary, region: str) -> float | None:
     """The gate's normalised-lift limit for ``region`` (``gate.max_norm_lift``), or None."""
     cfg = summary.gate_config()
     return cfg.max_norm_lift.get(region) if cfg is not None else None
-
-
-def fired_cells(summary: Summary) -> dict[tuple[str, str], dict]:
-    """{(class, statistic key): gate failure} for the class rules that fired, e.g.
-    ("horror", "text_norm_lift") for rule "max_text_norm_lift": the report marks exactly these."""
-    out: dict[tuple[str, str], dict] = {}
-    for f in summary.gate.failures if summary.gate is not None else []:
-        rule = str(f.rule or "")
-        if f.class_ is not None and rule.startswith("max_"):
-            out[(str(f.class_), rule[4:])] = f.to_dict()
-    return out
 
 
 def effect_threshold(summary: Summary, region: str) -> float | None:

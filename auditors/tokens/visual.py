@@ -4,8 +4,10 @@ A detector's boxes around one badge differ by a pixel or two at every edge; on a
 that changes any fixed hash of the crop (a 64-bit difference hash split one demo badge into
 tokens of 33, 6 and 3 images). Here two crops are compared *aligned*: the centre of one patch is
 slid over the other at three scales and the best normalised cross-correlation is kept, in both
-directions. Only candidate pairs are compared: every crop's nearest neighbours in a small
-embedding (KD-tree), joined with a union-find; then the components' representatives are
+directions, capped by its weakest letter-sized block (different words in one font share most of
+their look, never every letter). Only candidate pairs are compared: every crop's nearest
+neighbours in a small embedding (KD-tree), joined strongest pair first when a few spread members
+of both components agree on average (:class:`_Linker`); then the components' representatives are
 compared the same way, so fragments of one mark join. Cost: O(n k log n), no bucket skipped.
 """
 
@@ -25,6 +27,11 @@ _SCALES = (0.9, 1.0, 1.1)  # box-edge jitter changes a crop's scale by up to ~10
 _MARGIN_Y, _MARGIN_X = 2, 0.125  # rows / share of columns trimmed off the template: what a jittered box may lose
 _EMBED = (6, 18)  # embedding grid (h, w) for candidate search
 _DIMS = 12  # PCA dimensions of the embedding (KD-trees stay fast in low dimensions)
+_LINK_SAMPLE = 3  # members of each component compared when two components meet
+_COHESION_SLACK = 0.08  # a merged component may be this much less coherent than its parts ...
+_COHESION_CAP = 0.05  # ... but never has to clear more than the threshold + this
+_BLOCK_W = 8  # columns per block (about one letter at PATCH_H = 16)
+_BLOCK_SLACK = 1  # pixels a block may move from the whole template's alignment
 
 
 class UnionFind:
@@ -69,11 +76,22 @@ def decode_patches(values: Sequence[object]) -> tuple[list[np.ndarray | None], n
 
 
 def _one_way(a: np.ndarray, b: np.ndarray) -> float:
-    """Best NCC of ``a``'s centre (at three scales) anywhere inside ``b`` (resized to ``a``'s width)."""
+    """Best NCC of ``a``'s centre (at three scales) inside ``b`` (resized to ``a``'s shape), capped
+    by the *weakest letter-sized block* at that alignment.
+
+    The whole-crop NCC is dominated by what every word in one font shares (the x-height band,
+    stroke width): 'their' and 'they', 'more' and 'there' at 16 px correlate as well as two
+    jittered crops of one word. A different word differs somewhere, one letter at least: each
+    block of :data:`_BLOCK_W` columns of the template is matched again within
+    :data:`_BLOCK_SLACK` pixels of where the whole template matched, and the worst block
+    bounds the score. Jittered copies of one mark agree block by block.
+    """
+    if b.shape != a.shape:  # both resampled to one width, so neither is sharper than the other
+        w_m = round((a.shape[1] + b.shape[1]) / 2)
+        a = cv2.resize(a, (w_m, a.shape[0]), interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b, (w_m, a.shape[0]), interpolation=cv2.INTER_LINEAR)
     h_a, w_a = a.shape
-    if b.shape != a.shape:
-        b = cv2.resize(b, (w_a, h_a), interpolation=cv2.INTER_AREA)
-    best = -1.0
+    best, found = -1.0, None
     for s in _SCALES:
         h = min(h_a, max(3, round((h_a - 2 * _MARGIN_Y) * s)))
         w = min(w_a, max(3, round(w_a * (1 - 2 * _MARGIN_X) * s)))
@@ -81,7 +99,23 @@ def _one_way(a: np.ndarray, b: np.ndarray) -> float:
         t = a[y0 : y0 + h, x0 : x0 + w]
         if float(t.max()) - float(t.min()) < 4.0:  # a flat template correlates with nothing
             continue
-        best = max(best, float(cv2.matchTemplate(b, t, cv2.TM_CCOEFF_NORMED).max()))
+        _, score, _, loc = cv2.minMaxLoc(cv2.matchTemplate(b, t, cv2.TM_CCOEFF_NORMED))
+        if score > best:
+            best, found = float(score), (t, loc)
+    if found is None:
+        return best
+    t, (lx, ly) = found
+    h, w = t.shape
+    edges = np.linspace(0, w, max(1, round(w / _BLOCK_W)) + 1).round().astype(int)
+    pad = _BLOCK_SLACK
+    for c0, c1 in zip(edges[:-1], edges[1:]):
+        block = t[:, c0:c1]
+        if c1 - c0 < 2 or float(block.max()) - float(block.min()) < 4.0:  # background between words
+            continue
+        win = b[max(0, ly - pad) : ly + h + pad, max(0, lx + c0 - pad) : lx + c1 + pad]
+        if win.shape[0] < block.shape[0] or win.shape[1] < block.shape[1]:
+            continue
+        best = min(best, float(cv2.matchTemplate(win, block, cv2.TM_CCOEFF_NORMED).max()))
     return best
 
 
@@ -122,12 +156,8 @@ def _candidates(points: np.ndarray, k: int) -> np.ndarray:
 
 
 def _join(uf: UnionFind, pairs: np.ndarray, ok: callable) -> int:
-    """Union candidate pairs that ``ok`` accepts *and* whose components' roots ``ok`` accepts.
-
-    The second check stops chaining: without it, small same-font words drift from one to the
-    next (a-b, b-c, ...) into one component; with it every member of a component is similar to
-    its root, while one mark's jittered crops, all similar to each other, still join.
-    """
+    """Union candidate pairs that ``ok`` accepts *and* whose components' roots ``ok`` accepts
+    (the legacy hash grouping; patches use :class:`_Linker`)."""
     joined = 0
     for i, j in pairs.tolist():
         ri, rj = uf.find(i), uf.find(j)
@@ -135,6 +165,59 @@ def _join(uf: UnionFind, pairs: np.ndarray, ok: callable) -> int:
             uf.union(ri, rj)
             joined += 1
     return joined
+
+
+class _Linker:
+    """Components that grow by *average* linkage over a few members, strongest pairs first.
+
+    One pair of crops is a noisy witness at 16 px: two different words in one font (a scanned
+    page) can correlate as well as two jittered crops of one word, and chaining through such
+    pairs (or through one arbitrary 'root') merged whole pages into one token. Here candidate
+    pairs are joined from the most similar down, and two components meet only when the mean
+    similarity between up to :data:`_LINK_SAMPLE` spread members of each (plus the pair) clears
+    the threshold: copies of one mark, all alike, pass; a different word, alike to one copy by
+    chance, does not.
+    """
+
+    def __init__(self, n: int, sim: callable, threshold: float):
+        self.uf = UnionFind(n)
+        self.members: dict[int, list[int]] = {}
+        self.sim, self.threshold = sim, threshold
+
+    def _sample(self, root: int) -> list[int]:
+        m = self.members.get(root, [root])
+        if len(m) <= _LINK_SAMPLE:
+            return list(m)
+        return [m[round(q * (len(m) - 1) / (_LINK_SAMPLE - 1))] for q in range(_LINK_SAMPLE)]
+
+    def _cohesion(self, sample: list[int]) -> float:
+        return float(np.mean([self.sim(x, y) for n, x in enumerate(sample) for y in sample[n + 1 :]]))
+
+    def link(self, i: int, j: int) -> bool:
+        """Join the components of ``i`` and ``j`` (a pair already above the threshold) if their
+        members agree on average."""
+        ri, rj = self.uf.find(i), self.uf.find(j)
+        if ri == rj:
+            return False
+        sa, sb = self._sample(ri), self._sample(rj)
+        cross = float(np.mean([self.sim(x, y) for x in set(sa) | {i} for y in set(sb) | {j}]))
+        need = self.threshold
+        within = [self._cohesion(m) for m in (sa, sb) if len(m) >= _LINK_SAMPLE]
+        if within:  # the merged component must stay about as coherent as its parts (bounded:
+            # pixel-identical copies of one badge are 'perfectly' coherent)
+            need = max(need, min(min(within) - _COHESION_SLACK, self.threshold + _COHESION_CAP))
+        if cross < need:
+            return False
+        ma, mb = self.members.pop(ri, [ri]), self.members.pop(rj, [rj])
+        self.uf.union(ri, rj)
+        self.members[self.uf.find(ri)] = ma + mb
+        return True
+
+    def join_strongest_first(self, pairs: np.ndarray) -> int:
+        scored = [(self.sim(i, j), i, j) for i, j in pairs.tolist()]
+        scored = [t for t in scored if t[0] >= self.threshold]
+        scored.sort(key=lambda t: (-t[0], t[1], t[2]))
+        return sum(self.link(i, j) for _, i, j in scored)
 
 
 def _medoids(emb: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
@@ -162,28 +245,31 @@ def visual_components(
         return np.zeros(0, int)
     log_aspect = np.log(np.clip(np.asarray(aspects, float), 1e-3, 1e3))
     log_ratio = np.log(max_aspect_ratio)
-    uf = UnionFind(n)
-
-    def ok(i: int, j: int) -> bool:
-        return abs(log_aspect[i] - log_aspect[j]) <= log_ratio and patch_similarity(patches[i], patches[j]) >= min_similarity
-
     if n == 1:
         return np.zeros(1, int)
+    cache: dict[tuple[int, int], float] = {}
+
+    def sim(i: int, j: int) -> float:
+        """Aligned similarity, -1 across incompatible aspect ratios; each pair computed once."""
+        key = (i, j) if i < j else (j, i)
+        if key not in cache:
+            fits = abs(log_aspect[i] - log_aspect[j]) <= log_ratio
+            cache[key] = patch_similarity(patches[i], patches[j]) if fits else -1.0
+        return cache[key]
+
+    linker = _Linker(n, sim, min_similarity)
     emb = _embedding(patches, log_aspect)
-    _join(uf, _candidates(emb, k), ok)
+    cand = _candidates(emb, k)
+    linker.join_strongest_first(np.unique(np.sort(cand, axis=1), axis=0) if len(cand) else cand)
+    uf = linker.uf
     for _ in range(rounds):  # fragments of one mark: compare components through their medoids
         labels = uf.labels()
         roots, inverse = np.unique(labels, return_inverse=True)
         if len(roots) < 2:
             break
         reps = _medoids(emb, inverse, len(roots))
-        joined = 0
-        for a, b in _candidates(emb[reps], k).tolist():
-            ra, rb = reps[a], reps[b]
-            if uf.find(ra) != uf.find(rb) and ok(ra, rb):
-                uf.union(ra, rb)
-                joined += 1
-        if not joined:
+        pairs = np.array([(reps[a], reps[b]) for a, b in _candidates(emb[reps], k).tolist()], int).reshape(-1, 2)
+        if not linker.join_strongest_first(pairs):
             break
     return uf.labels()
 

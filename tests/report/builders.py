@@ -386,11 +386,15 @@ def token_entries() -> list[dict]:
     ])
 
 
-NEW_SENTENCE = ("Token 'NEW' (on 38 images, 95% in class 'horror'): removing just this text lowers confidence by "
-                "0.31 more than a placebo (95% interval 0.22\u20130.40); the model attends to it 4.1\u00d7 its area.")
-MARK_SENTENCE = ("An unreadable mark #9f3a7c21 (on 24 images, 88% in class 'horror'): removing just this mark lowers "
-                 "confidence by 0.120 more than a placebo (95% interval 0.070\u20130.180); the model attends to it "
-                 "2.6\u00d7 its area.")
+#: The verdict names the finding the gate failed each token on (both here: dependence leads).
+NEW_SENTENCE = ("The model depends on token 'NEW' (on 38 images): removing it lowers confidence by 0.31 more than a "
+                "placebo (95% interval 0.22\u20130.40; q = 4e-05); it is also over-represented in class 'horror' (95% "
+                "of its images, q = 1.6e-11) and the model attends to it 4.1\u00d7 its area, so the config fails on "
+                "association too.")
+MARK_SENTENCE = ("The model depends on an unreadable mark #9f3a7c21 (on 24 images): removing it lowers confidence by "
+                 "0.120 more than a placebo (95% interval 0.070\u20130.180; q = 0.0004); it is also over-represented in "
+                 "class 'horror' (88% of its images, q = 2.7e-06) and the model attends to it 2.6\u00d7 its area, so the "
+                 "config fails on association too.")
 
 
 TOKENS_CONFIG = {"enabled": True, "min_images": 3, "min_text_length": 2, "min_text_conf": 0.4, "max_hamming": 6,

@@ -74,8 +74,10 @@ def test_token_section_content_and_gallery():
     assert "treat all the text in an image as one region" in text and "token" in text
     assert "1.6\u00d710\u207b\u00b9\u00b9" in text and "not tested" in text and "Data association" in text
     assert "Model dependence" in text and "tokens.fail_on_association is off" in text
-    assert "p < 0.01" in text and "more than 2.0\u00d7 its area" in text and "above 0.05" in text
-    assert "Removal was tested for the 4 riskiest tokens (up to 64 images each)" in text
+    # The glossary states the gate's token rule (q-values after BH; dependence fails on its own).
+    assert "q \u2264 0.01 after Benjamini-Hochberg across tokens" in text and "more than 2.0\u00d7 its area" in text
+    assert "Model dependence fails on its own: removing the token lowers confidence by more than 0.05" in text
+    assert "Removal was tested for 4 tokens, taken in turn from three rankings" in text and "(up to 64 images each)" in text
     # Two flagged tokens: NEW with two examples, the mark without any.
     assert html.count('class="token-gallery"') == 2 and html.count('class="token-card"') == 2
     assert 'id="token-examples-1"' in html and 'href="#token-examples-1"' in html
@@ -106,7 +108,7 @@ def test_token_section_states_and_older_summaries():
     no_cf = token_summary(token_table=untested, counterfactual={"enabled": False})
     text = cf_text(no_cf)
     assert "token effects were not measured" in text and "Token effect" not in text
-    assert "vs threshold" not in text and "Flips" not in text and "riskiest tokens are tested" not in cf_html(no_cf)
+    assert "vs threshold" not in text and "Flips" not in text and "tokens are tested by removal" not in cf_html(no_cf)
     assert build_tokens(no_cf)["axis"] is None
 
 
@@ -162,7 +164,8 @@ def test_hostile_token_strings_are_escaped():
     assert all((a.get("src") or "").startswith("data:image/png;base64,") for tag, a in doc.tags if tag == "img")
     text = visible_text(html)
     assert HOSTILE_TOKEN in text and HOSTILE_CLASS in text and HOSTILE_PATH in text
-    assert f"Token '{HOSTILE_TOKEN}' (on 38 images, 95% in class '{HOSTILE_CLASS}')" in " ".join(text.split())
+    assert (f"The model depends on token '{HOSTILE_TOKEN}' (on 38 images)" in " ".join(text.split())
+            and f"over-represented in class '{HOSTILE_CLASS}' (95% of its images" in " ".join(text.split()))
 
 
 # --------------------------------------------------------------------------- browser
