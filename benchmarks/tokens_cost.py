@@ -79,24 +79,10 @@ def _synthetic_instances(n_images: int = 1000, per_image: int = 10, seed: int = 
 
 
 def _jittered_mark(n: int, seed: int = 1) -> pd.DataFrame:
-    import json
+    """The jittered crops of the real 'PARKING' sign the grouping test uses (one generator for both)."""
+    from tests.tokens.test_visual_grouping import jittered_logo
 
-    from auditors.measure.instances import crop_fingerprint, crop_patch
-
-    img = load_rgb(SCENETEXT / "scenetext01.jpg")
-    words = json.loads((SCENETEXT / "easyocr_words.json").read_text())["scenetext01.jpg"]
-    box = np.array(next(w["box"] for w in words if w["text"] == "PARKING"))
-    (x0, y0), (x1, y1) = box.min(0).astype(int), box.max(0).astype(int)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        j = rng.integers(-3, 4, 4)
-        c = img[y0 + j[1] : y1 + j[3], x0 + j[0] : x1 + j[2]].astype(np.float32)
-        c = np.clip(c * rng.uniform(0.85, 1.15) + rng.integers(-15, 15) + rng.normal(0, 4, c.shape), 0, 255).astype(np.uint8)
-        s = rng.uniform(0.3, 0.6)
-        c = cv2.resize(c, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-        rows.append((f"img{i}.png", 0, None, np.nan, crop_fingerprint(c), c.shape[1] / c.shape[0], crop_patch(c)))
-    return pd.DataFrame(rows, columns=["path", "instance", "text", "text_conf", "fingerprint", "aspect", "patch"])
+    return jittered_logo(n, seed=seed)
 
 
 def grouping_scale(sizes: tuple[int, ...] = (1500, 3000, 6000, 12000)) -> None:

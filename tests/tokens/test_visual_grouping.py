@@ -29,7 +29,7 @@ def _photo(name: str) -> np.ndarray:
     return cv2.imread(str(DATA / name))[:, :, ::-1].copy()
 
 
-def _jittered_logo(n: int, seed: int = 0) -> pd.DataFrame:
+def jittered_logo(n: int, seed: int = 0) -> pd.DataFrame:
     """``n`` crops of the real 'PARKING' sign: every box edge moved by up to 3 px, brightness,
     contrast and sensor noise varied, shown at 30-60% size (as a logo pasted at several sizes)."""
     img = _photo("scenetext01.jpg")
@@ -47,7 +47,7 @@ def _jittered_logo(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def test_jittered_crops_of_a_real_logo_are_one_token():
-    inst = _jittered_logo(600)
+    inst = jittered_logo(600)
     tokens = assign_tokens(inst, TokenSettings())
     assert tokens.nunique() == 1 and tokens.iloc[0].startswith("visual:"), tokens.value_counts().head()
     # the old 64-bit hash alone scatters these crops: the grouping is what makes them one mark
@@ -57,7 +57,7 @@ def test_jittered_crops_of_a_real_logo_are_one_token():
 @pytest.mark.slow
 def test_twelve_thousand_jittered_logo_crops_are_one_token():
     """Scalable: no bucket skipped (12,000 copies used to become 225 tokens), near-linear."""
-    tokens = assign_tokens(_jittered_logo(12_000, seed=1), TokenSettings())
+    tokens = assign_tokens(jittered_logo(12_000, seed=1), TokenSettings())
     assert tokens.nunique() == 1, tokens.value_counts().head()
 
 
