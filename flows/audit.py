@@ -184,12 +184,12 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     run_id = run_id or new_run_id()
     plan = prepare(cfg)
     cfg = plan.config
-    ensure_dir(cache_dir_for(cfg), "output.cache_dir")  # hardening: a file in the way is exit 2, not a traceback
-    _remove_legacy_cache(cache_dir_for(cfg))  # scale-reuse: the old prefect-results chunk cache
+    cache_dir = cache_dir_for(cfg)
+    ensure_dir(cache_dir, "output.cache_dir")  # hardening: a file in the way is exit 2, not a traceback
+    _remove_legacy_cache(cache_dir)  # scale-reuse: the old prefect-results chunk cache
     sweep_stale_parts(Path(cfg.output.dir) / cfg.name)  # hardening: parts/ of killed runs
     run_lock = hold_run_lock(Path(cfg.output.dir) / cfg.name / run_id)
     folder = RunFolder(cfg.output.dir, cfg.name, run_id)
-    cache_dir = cache_dir_for(cfg)
     cache_path = str(cache_dir / "text_regions.sqlite")  # text and GrabCut regions; opened only when needed
     spec = result_spec(cfg, plan, cache_dir)
     chunk_task = audit_chunk_task.with_options(retries=cfg.run.retries)

@@ -64,6 +64,16 @@ class TinyCNN(torch.nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+def fit_full_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int = 150) -> torch.nn.Module:
+    """Train a tiny test model on all of ``x`` at once with Adam (deterministic given the seed)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model
+
+
 def build_tiny_cnn() -> torch.nn.Module:
     """Factory used by test configs (model.factory: tests.conftest:build_tiny_cnn)."""
     torch.manual_seed(0)

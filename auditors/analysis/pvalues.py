@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from auditors.analysis.stats import _mean, _percentile, _ratio, bootstrap_values, finite, interval_pvalue
+from auditors.analysis.stats import mean_statistic, percentile_interval, ratio_statistic, bootstrap_values, finite, interval_pvalue
 
 __all__ = ["bootstrap_pvalue", "bootstrap_test", "mean_test", "ratio_test", "grid_pvalue", "MIN_TAIL", "MAX_BOOT_FACTOR", "MAX_DRAWS"]
 
@@ -55,7 +55,7 @@ def bootstrap_test(
     fewer than :data:`MIN_TAIL` of them are on the null side. ``threshold`` None: no p-value.
     """
     values = bootstrap_values(columns, statistic, n_boot, seed)
-    ci = _percentile(values, level)
+    ci = percentile_interval(values, level)
     if values is None or threshold is None or not math.isfinite(threshold):
         return ci, None
     n_rows = int(np.isfinite(np.column_stack([np.asarray(c, dtype=np.float64) for c in columns])).all(axis=1).sum())
@@ -74,14 +74,14 @@ def bootstrap_test(
 
 def mean_test(x: np.ndarray, threshold: float | None, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[Interval, float | None]:
     """:func:`bootstrap_test` of the mean of ``x`` (interval identical to ``stats.mean_ci``)."""
-    return bootstrap_test([x], _mean, threshold, n_boot, level, seed)
+    return bootstrap_test([x], mean_statistic, threshold, n_boot, level, seed)
 
 
 def ratio_test(
     num: np.ndarray, den: np.ndarray, threshold: float | None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
 ) -> tuple[Interval, float | None]:
     """:func:`bootstrap_test` of mean(num) / mean(den) (interval identical to ``stats.ratio_ci``)."""
-    return bootstrap_test([num, den], _ratio, threshold, n_boot, level, seed)
+    return bootstrap_test([num, den], ratio_statistic, threshold, n_boot, level, seed)
 
 
 def grid_pvalue(stats: Mapping[str, Any], key: str, threshold: float, level: float) -> tuple[float | None, str]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_values", "bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval"]
+__all__ = ["bootstrap_values", "bootstrap_ci", "mean_ci", "ratio_ci", "finite", "interval", "percentile_interval",
+           "mean_statistic", "ratio_statistic"]
 
 _BLOCK_CELLS = 4_000_000  # indices per block: ~32 MB of int64
 
@@ -41,7 +42,8 @@ def bootstrap_values(columns: Sequence[np.ndarray], statistic, n_boot: int = 100
     return values if len(values) else None
 
 
-def _percentile(values: np.ndarray | None, level: float) -> tuple[float, float] | None:
+def percentile_interval(values: np.ndarray | None, level: float) -> tuple[float, float] | None:
+    """Central ``level`` interval of resampled statistics (None when there are none)."""
     if values is None:
         return None
     alpha = (1 - level) / 2
@@ -60,14 +62,16 @@ def bootstrap_ci(
 
     Rows with a NaN in any column are dropped first. Returns None with fewer than 2 rows.
     """
-    return _percentile(bootstrap_values(columns, statistic, n_boot, seed), level)
+    return percentile_interval(bootstrap_values(columns, statistic, n_boot, seed), level)
 
 
-def _mean(a: np.ndarray) -> np.ndarray:
+def mean_statistic(a: np.ndarray) -> np.ndarray:
+    """Mean of each resample: (B, n) -> (B,)."""
     return a.mean(axis=1)
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def ratio_statistic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Ratio of means of each resample (NaN where the denominator's mean is not positive)."""
     d = b.mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(d > 0, a.mean(axis=1) / d, np.nan)
@@ -75,12 +79,12 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def mean_ci(x: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Interval of the mean of ``x``."""
-    return bootstrap_ci([x], _mean, n_boot, level, seed)
+    return bootstrap_ci([x], mean_statistic, n_boot, level, seed)
 
 
 def ratio_ci(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
     """Interval of mean(num) / mean(den), resampling (num, den) pairs together (lift = mass/area)."""
-    return bootstrap_ci([num, den], _ratio, n_boot, level, seed)
+    return bootstrap_ci([num, den], ratio_statistic, n_boot, level, seed)
 
 
 def finite(value: Any) -> float | None:

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from auditors.audit.chunk import audit_chunk
-from auditors.audit.result_cache import ResultSpec, _row_ok, image_key, to_json_value
+from auditors.audit.result_cache import ResultSpec, row_ok, image_key, to_json_value
 from auditors.config.schema import AuditConfig
 from auditors.data.discovery import Entry
 from auditors.measure.failures import FailureItem, failure_columns, top_per_class
@@ -53,7 +53,7 @@ def _stored(db: RegionCache, keys: dict[str, str], setting: str, columns: dict[s
     for path, key in keys.items():
         payload = found.get(key)
         if (isinstance(payload, dict) and payload.get("format") == FAILURE_FORMAT and payload.get("key") == key
-                and payload.get("setting") == setting and _row_ok(payload.get("row"), columns)):
+                and payload.get("setting") == setting and row_ok(payload.get("row"), columns)):
             out[path] = payload["row"]
     return out
 
@@ -98,7 +98,7 @@ def failures_for(
                 computed[rec["path"]] = {c: to_json_value(rec.get(c)) for c in columns}
             if db is not None:
                 db.put_many({keys[p]: {"format": FAILURE_FORMAT, "key": keys[p], "setting": setting, "row": row}
-                             for p, row in computed.items() if p in keys and _row_ok(row, columns)}, setting)
+                             for p, row in computed.items() if p in keys and row_ok(row, columns)}, setting)
     finally:
         if db is not None:
             db.close()

@@ -43,7 +43,7 @@ from auditors.regions.build import region_names
 from auditors.regions.cache import RegionCache
 
 __all__ = ["region_payload", "readable", "RESULT_FORMAT", "ResultSpec", "ResultStore", "result_setting", "image_key", "weights_fingerprint",
-           "stored_columns", "to_json_value"]
+           "stored_columns", "to_json_value", "row_ok"]
 
 #: Bump when the payload layout changes: older entries then fail verification and are recomputed.
 RESULT_FORMAT = 4  # 3: text instances carry a patch (issue 10); 4: top-k target rows and saved maps
@@ -227,7 +227,8 @@ def _type_ok(value: Any, dtype: str) -> bool:
     return False
 
 
-def _row_ok(row: Any, columns: dict[str, str]) -> bool:
+def row_ok(row: Any, columns: dict[str, str]) -> bool:
+    """A stored row has exactly ``columns``, each value of its dtype (any other store verifies the same way)."""
     return isinstance(row, dict) and row.keys() == columns.keys() and all(_type_ok(row[c], t) for c, t in columns.items())
 
 
@@ -268,13 +269,13 @@ class ResultStore:
     def _targets_ok(self, rows: Any) -> bool:
         if self.target_columns is None:
             return rows is None
-        return (isinstance(rows, list) and len(rows) == self.k and all(_row_ok(r, self.target_columns) for r in rows)
+        return (isinstance(rows, list) and len(rows) == self.k and all(row_ok(r, self.target_columns) for r in rows)
                 and [r["target_rank"] for r in rows] == list(range(len(rows))))
 
     def _verify(self, key: str, payload: dict[str, Any]) -> bool:
         if payload.get("format") != RESULT_FORMAT or payload.get("key") != key or payload.get("setting") != self.spec.setting:
             return False
-        if not _row_ok(payload.get("row"), self.columns):
+        if not row_ok(payload.get("row"), self.columns):
             return False
         if not _regions_ok(payload.get("regions")) or not self._targets_ok(payload.get("targets")):
             return False
@@ -283,7 +284,7 @@ class ResultStore:
         inst = payload.get("instances")
         if not self.text:
             return inst is None
-        return isinstance(inst, list) and all(_row_ok(r, self.instance_columns) for r in inst)
+        return isinstance(inst, list) and all(row_ok(r, self.instance_columns) for r in inst)
 
     def payload(self, key: str, row: dict[str, Any], inst: list[dict[str, Any]] | None, regions: list[dict[str, Any]],
                 variant: dict[str, Any] | None = None) -> dict[str, Any]:

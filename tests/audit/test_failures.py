@@ -22,7 +22,7 @@ from auditors.data.discovery import discover
 from auditors.measure.failures import leaned_on, top_per_class
 from flows.audit import run_audit
 from tests.browser import chromium_driver, console_errors, open_file
-from tests.conftest import TinyCNN, draw_word
+from tests.conftest import TinyCNN, draw_word, fit_full_batch
 
 SIDE = 128
 CLASSES = ["clean", "stamped"]
@@ -72,12 +72,7 @@ def shortcut_run(tmp_path_factory, scenetext_dir, one_torch_thread):
     train = crops[::2]
     x = _to_x(train + [_stamp(c, i) for i, c in enumerate(train)])
     y = torch.tensor([0] * len(train) + [1] * len(train))
-    model = build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    model = fit_full_batch(build_model(), x, y, lr=0.02)
     model.eval()
     ckpt = tmp / "shortcut.pt"
     torch.save(model.state_dict(), ckpt)

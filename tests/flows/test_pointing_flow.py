@@ -24,7 +24,7 @@ import torch
 from auditors.config import config_from_dict
 from flows.audit import run_audit
 from tests.browser import chromium_driver, console_errors, open_file
-from tests.conftest import SCENETEXT, TinyCNN
+from tests.conftest import SCENETEXT, TinyCNN, fit_full_batch
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -78,12 +78,7 @@ def _train(mode: str, photos, path: Path) -> Path:
     rng = np.random.default_rng(1 if mode == "object" else 2)
     data = [(_make(rng, photos, c, mode)[0], i) for _ in range(48) for i, c in enumerate(CLASSES)]
     x, y = _tensor([d[0] for d in data]), torch.tensor([d[1] for d in data])
-    model = build_two_class()
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    model = fit_full_batch(build_two_class(), x, y, lr=0.01)
     with torch.no_grad():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert acc > 0.9, f"{mode} model did not learn its cue (train accuracy {acc:.2f})"
