@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-# Must be set before prefect is imported anywhere in the test session.
-_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="camaudit-prefect-"))
-os.environ.setdefault("PREFECT_HOME", str(_PREFECT_HOME))
-os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_PREFECT_HOME / "storage"))
+# Must be set before prefect is imported anywhere in the test session. Processes the tests start
+# (Dask workers, served flow runs importing a test model factory) inherit it: one folder per session,
+# removed when the session ends.
+if "PREFECT_HOME" not in os.environ:
+    _home = tempfile.mkdtemp(prefix="camaudit-prefect-")
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
+    os.environ["PREFECT_HOME"] = _home
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(Path(os.environ["PREFECT_HOME"]) / "storage"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
