@@ -111,8 +111,8 @@ def gallery_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: st
 @task(name="failures")
 def failures_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: str, errors: list[dict],
                   spec: ResultSpec, stats: dict[str, int]) -> list[FailureItem]:
-    """Failure analysis on the merged rows (reused ones too): rows reused per image, mistakes
-    without a stored row reloaded and mapped; the report's few pictures recomputed."""
+    """Failure rows of every mistake in the merged table: this run's from the chunk pass, earlier
+    ones from the store, the rest (a run killed mid-batch) computed; the report's few pictures redrawn."""
     return run_failures(cfg, plan, folder, Path(cache_path), errors, spec, stats)
 
 
@@ -210,6 +210,8 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
         write_chunk_exports(folder.parts, index, result, folder.write_part)
         if result.instances is not None:
             folder.write_part(index, result.instances, kind="instances")
+        if result.failures is not None:  # failure rows of the images this chunk computed
+            folder.write_part(index, result.failures, kind="failures")
         errors.extend(result.errors)
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v

@@ -77,6 +77,8 @@ def audit_chunk(
     instances: bool | None = None,
     on_batch: Callable[[list[dict], list[list[dict]] | None, list[list[dict]], list[dict]], None] | None = None,
     failures_wanted: bool = False,
+    on_failures: Callable[[list[dict]], None] | None = None,
+    failure_pictures: bool = True,
 ) -> ChunkResult:
     """Audit ``entries`` (paths relative to ``cfg.dataset.root``) and return rows + errors.
 
@@ -84,8 +86,12 @@ def audit_chunk(
     cache stores them so that turning tokens on later reuses the rows). ``on_batch(rows,
     instances_per_row, region_rows_per_row, variants_per_row)`` is called after every batch, so finished work can be
     stored before a crash or kill loses the rest of the chunk; ``variants_per_row[i]`` holds that image's
-    targets.parquet rows (``"targets"``, top-k) and saved maps (``"maps"``: cams.npz member suffix -> map). ``failures_wanted``: also the true-class maps of
-    mispredicted images (the flow's ``failures`` step, after the merge: never for cached rows).
+    targets.parquet rows (``"targets"``, top-k) and saved maps (``"maps"``: cams.npz member suffix -> map).
+
+    ``failures_wanted``: also the true-class maps of mispredicted images, from the batch's own
+    forward pass (failures.parquet rows); ``on_failures(rows)`` gets each batch's failure rows
+    after its ``on_batch`` (so a stored failure row never outlives a missing audit row);
+    ``failure_pictures=False`` keeps no pictures (the flow redraws the report's few).
     """
     device = select_device(cfg.cam.device)
     engine = engine_for(cfg.model, cfg.cam, target_layer, device)
@@ -168,12 +174,14 @@ def audit_chunk(
         except Exception as exc:
             errors += [{"path": it.path, "stage": "cam", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
             continue
+        f_rows: list[dict] = []
         if failures_wanted and cfg.output.failures_per_class:  # failure analysis: a true-class map for mispredicted images only
+            k_pictures = cfg.output.failures_per_class if failure_pictures else 0
             try:
                 f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
-                                                   cfg.cam.pointing_tolerance, cfg.output.failures_per_class, stats_extra)
+                                                   cfg.cam.pointing_tolerance, k_pictures, stats_extra)
                 failures += f_rows
-                failure_items = top_per_class(failure_items + f_items, cfg.output.failures_per_class)
+                failure_items = top_per_class(failure_items + f_items, k_pictures)
             except Exception as exc:  # the images stay audited; only their failure analysis is missing
                 errors += [{"path": it.path, "stage": "failures", "reason": f"{type(exc).__name__}: {exc}"} for it in loaded]
         first = len(records)
@@ -215,6 +223,8 @@ def audit_chunk(
             records.append(row)
         if on_batch is not None:
             on_batch(records[first:], batch_instances if with_instances else None, batch_regions, variants)
+        if on_failures is not None and f_rows:
+            on_failures(f_rows)
         if k and rank_region is not None:
             j = regions.index(rank_region)
             ranked = sorted(((float(met["mass"][i, j]), i) for i in range(len(loaded)) if np.isfinite(met["mass"][i, j])), reverse=True)

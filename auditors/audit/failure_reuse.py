@@ -1,14 +1,18 @@
-"""Failure analysis after the merge, reused per image like the audit's rows.
+"""Failure rows reused per image, like the audit's rows.
 
 Every mispredicted labelled image gets a second map (its true class) and a row in
 failures.parquet. Recomputing those every night made the cost of an unchanged night grow with
-the number of mistakes (a model at 90 % accuracy on 1M images: 100k maps a night). Here a
-failure row is stored under the image's result key (content, label, model, settings: the same
-key as its audit row) plus the failure settings, in ``failures.sqlite`` next to the row store
-(the same verified JSON-in-SQLite format, never pickle), and only images without a verified stored row
-are computed. The few pictures the report shows (the most confident mistakes per class) are
-recomputed from pixels, as the gallery's are: their number is bounded by the config, not by
-the dataset.
+the number of mistakes (a model at 90 % accuracy on 1M images: 100k maps a night). A failure
+row is stored under the image's result key (content, label, model, settings: the same key as
+its audit row) plus the failure settings, in ``failures.sqlite`` next to the row store (the
+same verified JSON-in-SQLite format, never pickle).
+
+Images computed in this run get their failure row in the chunk pass, from the forward pass the
+audit row already made (:class:`FailureStore` is written per batch there, and the rows come
+back as ``fresh``); :func:`failures_for`, after the merge, only reads stored rows and computes
+what neither gave (a run killed between a batch's audit row and its failure row). The few
+pictures the report shows (the most confident mistakes per class) are recomputed from pixels,
+as the gallery's are: their number is bounded by the config, not by the dataset.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from auditors.measure.failures import FailureItem, failure_columns, top_per_clas
 from auditors.regions.build import region_names
 from auditors.regions.cache import RegionCache
 
-__all__ = ["failures_for", "FAILURE_FORMAT"]
+__all__ = ["failures_for", "FailureStore", "FAILURE_FORMAT"]
 
 FAILURE_FORMAT = 1  # bump when failures.parquet's columns or their meaning change
 
@@ -44,28 +48,58 @@ def _lean(cfg: AuditConfig) -> AuditConfig:
     })
 
 
-def _stored(db: RegionCache, keys: dict[str, str], setting: str, columns: dict[str, str], read: bool) -> dict[str, dict]:
-    """path -> verified stored row (format, key, setting, columns and value types all match)."""
-    if not read or not keys:
-        return {}
-    found = db.get_many(list(keys.values()), setting)
-    out = {}
-    for path, key in keys.items():
-        payload = found.get(key)
-        if (isinstance(payload, dict) and payload.get("format") == FAILURE_FORMAT and payload.get("key") == key
-                and payload.get("setting") == setting and row_ok(payload.get("row"), columns)):
-            out[path] = payload["row"]
-    return out
+class FailureStore:
+    """``failures.sqlite``: image key -> verified failure row (format, key, setting, columns and
+    value types all match, or the entry is ignored and the row recomputed)."""
+
+    def __init__(self, spec: ResultSpec, cfg: AuditConfig):
+        self.setting = _setting(spec, cfg)
+        self.read = spec.read
+        self.columns = {c: t for c, t in failure_columns(region_names(cfg)).items() if c not in ("path", "label")}
+        self._db = RegionCache(Path(spec.store).with_name("failures.sqlite"))
+
+    def row_of(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A failures.parquet record as its stored form (JSON values, no path or label)."""
+        return {c: to_json_value(record.get(c)) for c in self.columns}
+
+    def get_many(self, keys: dict[str, str]) -> dict[str, dict]:
+        """path -> verified stored row, for ``keys`` (path -> image key)."""
+        if not self.read or not keys:
+            return {}
+        found = self._db.get_many(list(keys.values()), self.setting)
+        out = {}
+        for path, key in keys.items():
+            payload = found.get(key)
+            if (isinstance(payload, dict) and payload.get("format") == FAILURE_FORMAT and payload.get("key") == key
+                    and payload.get("setting") == self.setting and row_ok(payload.get("row"), self.columns)):
+                out[path] = payload["row"]
+        return out
+
+    def put_many(self, rows: dict[str, dict]) -> None:
+        """Store ``rows`` (image key -> stored-form row); rows that do not verify are not stored."""
+        batch = {key: {"format": FAILURE_FORMAT, "key": key, "setting": self.setting, "row": row}
+                 for key, row in rows.items() if row_ok(row, self.columns)}
+        if batch:
+            self._db.put_many(batch, self.setting)
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def failures_for(
     cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,
-    cache_path: Path | None, spec: ResultSpec | None = None,
+    cache_path: Path | None, spec: ResultSpec | None = None, fresh: pd.DataFrame | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame | None, list[FailureItem], list[dict], dict[str, int]]:
-    """failures.parquet rows for the mispredicted labelled rows of ``images`` (stored rows reused
-    when ``spec`` is given), the report's top ``output.failures_per_class`` mistakes per class with
-    pictures, errors (stage ``failures``: the image stays audited) and counts (reused/computed, and
-    ``oom_splits*``: CUDA out-of-memory batch splits of this step)."""
+    """failures.parquet rows for the mispredicted labelled rows of ``images``, the report's top
+    ``output.failures_per_class`` mistakes per class with pictures, errors (stage ``failures``:
+    the image stays audited) and counts (reused/computed here, and ``oom_splits*``: CUDA
+    out-of-memory batch splits of this step).
+
+    ``fresh``: failure rows the chunk pass computed in this run (used as they are, counted by the
+    chunks); ``spec``: the result store's key, so stored rows are reused; ``skip``: paths whose
+    failure analysis already failed in this run (their error is recorded; not tried twice).
+    """
     k = cfg.output.failures_per_class
     counts = {"failure_rows_reused": 0, "failure_rows_computed": 0}
     if not k or images.empty or "label" not in images:
@@ -78,13 +112,15 @@ def failures_for(
         return None, [], [], counts
     regions = region_names(cfg)
     columns = {c: t for c, t in failure_columns(regions).items() if c not in ("path", "label")}
+    made = {rec["path"]: {c: to_json_value(rec.get(c)) for c in columns}
+            for rec in (fresh.to_dict("records") if fresh is not None else [])}
     hashes = dict(zip(wrong["path"], wrong["content_hash"])) if "content_hash" in wrong else {}
-    keys = {e.path: image_key(cfg, hashes[e.path], e.label, e.path) for e in chosen if isinstance(hashes.get(e.path), str)}
-    setting = _setting(spec, cfg) if spec is not None else ""
-    db = RegionCache(Path(spec.store).with_name("failures.sqlite")) if spec is not None else None
+    keys = {e.path: image_key(cfg, hashes[e.path], e.label, e.path)
+            for e in chosen if isinstance(hashes.get(e.path), str) and e.path not in made}
+    store = FailureStore(spec, cfg) if spec is not None else None
     try:
-        stored = _stored(db, keys, setting, columns, spec.read) if db is not None else {}
-        missing = [e for e in chosen if e.path not in stored]
+        stored = store.get_many(keys) if store is not None else {}
+        missing = [e for e in chosen if e.path not in made and e.path not in stored and e.path not in skip]
         errors: list[dict] = []
         items: list[FailureItem] = []
         computed: dict[str, dict[str, Any]] = {}
@@ -96,15 +132,14 @@ def failures_for(
             items = list(result.failure_items)
             for rec in (result.failures.to_dict("records") if result.failures is not None else []):
                 computed[rec["path"]] = {c: to_json_value(rec.get(c)) for c in columns}
-            if db is not None:
-                db.put_many({keys[p]: {"format": FAILURE_FORMAT, "key": keys[p], "setting": setting, "row": row}
-                             for p, row in computed.items() if p in keys and row_ok(row, columns)}, setting)
+            if store is not None:
+                store.put_many({keys[p]: row for p, row in computed.items() if p in keys})
     finally:
-        if db is not None:
-            db.close()
+        if store is not None:
+            store.close()
     counts = {"failure_rows_reused": len(stored), "failure_rows_computed": len(computed)}
-    records = [{"path": e.path, "label": e.label, **(computed.get(e.path) or stored[e.path])}
-               for e in chosen if e.path in computed or e.path in stored]
+    records = [{"path": e.path, "label": e.label, **(computed.get(e.path) or made.get(e.path) or stored[e.path])}
+               for e in chosen if e.path in computed or e.path in made or e.path in stored]
     if not records:
         return None, items, errors, {**counts, **oom}
     cols = failure_columns(regions)

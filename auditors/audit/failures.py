@@ -1,5 +1,6 @@
-"""Failure analysis per batch (the chunk loop with ``failures_wanted``, run by the flow's ``failures``
-step on the mistaken rows after the merge): a second heatmap, for the true class, of mistaken images.
+"""Failure analysis per batch (the chunk loop with ``failures_wanted``: the chunk pass for the images
+it computes, the flow's ``failures`` step for the few it must redo): a second heatmap, for the true
+class, of mistaken images.
 
 Only mispredicted labelled images pay for it: one :meth:`CamEngine.compute_classes` call on
 those rows computes the predicted-class and the true-class map from one forward, whatever
@@ -24,7 +25,8 @@ def analyse_mistakes(
     masks: np.ndarray, regions: list[str], failed: np.ndarray, size: tuple[int, int], tolerance: int, k: int,
     oom_stats: dict[str, int] | None = None,
 ) -> tuple[list[dict], list[FailureItem]]:
-    """Rows for failures.parquet and the top-``k`` mistakes per class of this batch (with pictures).
+    """Rows for failures.parquet and the top-``k`` mistakes per class of this batch (with pictures;
+    ``k=0``: rows only).
 
     ``oom_stats``: a CUDA out-of-memory batch is halved and retried, splits counted there."""
     index = {c: i for i, c in enumerate(classes)}
@@ -52,6 +54,8 @@ def analyse_mistakes(
                 row[f"{r}_lift_{which}"] = np.nan if bad else float(mj["lift"][n, j])
         row["leaned_on"] = leaned_on({r: row[f"{r}_lift_pred"] for r in regions})
         rows.append(row)
+        if not k:
+            continue
         items.append(FailureItem(
             path=row["path"], label=row["label"], pred=row["pred"], confidence=row["confidence"],
             true_prob=row["true_prob"], image=loaded[i].model_view, cam_pred=display_map(maps[n, 0]),

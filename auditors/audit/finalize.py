@@ -8,6 +8,7 @@ folder.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,19 +69,24 @@ def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Pa
     """Failure analysis on the merged images.parquet (so reused rows count too): writes
     failures.parquet, appends its errors to errors.csv, returns the report's pictures.
 
-    ``spec``: the per-image result store's key (failure rows are reused per image with it);
-    ``stats``: the run's counters, given the failure rows reused and computed.
+    The merged failures.parquet holds the rows the chunk pass computed (this run's images);
+    the other mistakes come from the store (``spec``) or are computed here. ``stats``: the run's
+    counters, given the failure rows reused and computed here.
     """
     if not cfg.output.failures_per_class or not folder.images.is_file():
         return []
     images = pd.read_parquet(folder.images)
+    fresh = pd.read_parquet(folder.failures) if folder.failures.is_file() else None
+    tried = {e["path"] for e in errors if e.get("stage") == "failures"}
     rows, items, f_errors, counts = failures_for(cfg, plan.index.entries, images, plan.classes, plan.target_layer,
-                                                 cache_path, spec)
+                                                 cache_path, spec, fresh=fresh, skip=tried)
     if stats is not None:
         for key, value in counts.items():
             stats[key] = stats.get(key, 0) + value
     if rows is not None:
-        rows.to_parquet(folder.failures, index=False)
+        tmp = folder.failures.with_suffix(".tmp")
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, folder.failures)
     if f_errors:
         errors.extend(f_errors)
         folder.write_errors(errors)

@@ -13,7 +13,6 @@ images the report shows, chosen from the merged table.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,13 @@ import numpy as np
 import pandas as pd
 
 from auditors.audit.chunk import ChunkResult, audit_chunk
+from auditors.audit.failure_reuse import FailureStore
+from auditors.audit.file_hashes import FileHashes
 from auditors.audit.result_cache import ResultSpec, ResultStore, image_key, weights_fingerprint
 from auditors.audit.stored_maps import decode_maps
 from auditors.audit.tables import empty_rows, row_columns, wants_instances
 from auditors.audit.variants import target_columns
 from auditors.config.schema import AuditConfig
-from auditors.data.decoding import content_hash
 from auditors.data.discovery import Entry
 from auditors.errors import ConfigError
 from auditors.measure.gallery import GalleryItem, top_k
@@ -40,17 +40,6 @@ __all__ = ["audit_images", "gallery_for"]
 
 _CHECKED: dict[int, str] = {}  # id(model) -> weights fingerprint, once per worker process
 _CHECK_LOCK = threading.Lock()
-
-
-def _hash_file(path: Path) -> str | None:
-    """Content hash of a regular file; None (a miss: the audit records why) for anything else."""
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        return content_hash(path.read_bytes())
-    except OSError:
-        return None
 
 
 def _check_worker_model(cfg: AuditConfig, target_layer: str, expected: str) -> None:
@@ -71,13 +60,21 @@ def _check_worker_model(cfg: AuditConfig, target_layer: str, expected: str) -> N
 def audit_images(
     entries: list[Entry], cfg: AuditConfig, classes: list[str], target_layer: str, cache_path: Path | None, spec: ResultSpec
 ) -> ChunkResult:
-    """Rows for ``entries``: verified stored rows where the key matches, computed (and stored) otherwise."""
+    """Rows for ``entries``: verified stored rows where the key matches, computed (and stored) otherwise.
+
+    Computed images also get their failure row (mistakes only, ``output.failures_per_class``) from
+    the same pass, stored per batch and returned as ``failures``: the flow's failure step then
+    decodes nothing for them.
+    """
     root = Path(cfg.dataset.root)
     store = ResultStore(spec, cfg)
+    failure_store = FailureStore(spec, cfg) if cfg.output.failures_per_class else None
+    files = FileHashes(Path(spec.store).with_name("file_hashes.sqlite"), read=spec.read)
     try:
+        digests = files.hashes([root / e.path for e in entries])
         keys: dict[str, str] = {}
         for e in entries:
-            digest = _hash_file(root / e.path)
+            digest = digests[root / e.path]
             if digest is not None:
                 keys[e.path] = image_key(cfg, digest, e.label, e.path)
         found = store.get_many(list(keys.values()))
@@ -92,15 +89,30 @@ def audit_images(
                 batch[key] = computed[row["path"]] = store.payload(key, row, inst, regions[i], variants[i])
             store.put_many(batch)
 
+        def keep_failures(rows: list[dict]) -> None:
+            if failure_store is None:
+                return
+            failure_store.put_many({
+                image_key(cfg, computed[r["path"]]["row"]["content_hash"], r["label"], r["path"]): failure_store.row_of(r)
+                for r in rows if r["path"] in computed
+            })
+
         result = ChunkResult(rows=empty_rows(cfg))
         if missing:
             _check_worker_model(cfg, target_layer, spec.weights)
             no_gallery = cfg.model_copy(update={"output": cfg.output.model_copy(update={"gallery_size": 0})})
             result = audit_chunk(missing, no_gallery, classes, target_layer, cache_path,
-                                 instances=cfg.regions.text.enabled, on_batch=keep)
-        return _assemble(entries, cfg, keys, found, computed, result, store)
+                                 instances=cfg.regions.text.enabled, on_batch=keep,
+                                 failures_wanted=failure_store is not None, on_failures=keep_failures,
+                                 failure_pictures=False)
+        assembled = _assemble(entries, cfg, keys, found, computed, result, store)
+        assembled.stats.update({"files_hashed": files.files_read, "file_hashes_remembered": files.files_remembered})
+        return assembled
     finally:
+        files.close()
         store.close()
+        if failure_store is not None:
+            failure_store.close()
 
 
 def _assemble(
@@ -131,6 +143,9 @@ def _assemble(
     if wants_instances(cfg):
         instances = pd.DataFrame.from_records(inst_records, columns=list(INSTANCE_COLUMNS)).astype(INSTANCE_COLUMNS)
     stats = {k: v for k, v in result.stats.items() if k not in ("n_ok", "n_degenerate")}
+    fresh = result.failures.loc[result.failures["path"].isin(computed)] if result.failures is not None else None
+    if cfg.output.failures_per_class:  # failure rows made in this pass (the failure step adds its own)
+        stats["failure_rows_computed"] = 0 if fresh is None else len(fresh)
     stats.update({
         "n_ok": len(rows),
         "n_failed": result.stats.get("n_failed", 0),
@@ -145,7 +160,8 @@ def _assemble(
         tcols = target_columns(cfg, region_names(cfg))
         targets = pd.DataFrame.from_records(target_records, columns=list(tcols)).astype(tcols)
     return ChunkResult(rows=rows, errors=result.errors, instances=instances, gallery=[], stats=stats,
-                       targets=targets, regions=region_records, cams=cams)
+                       targets=targets, regions=region_records, cams=cams,
+                       failures=None if fresh is None else fresh.reset_index(drop=True))
 
 
 def gallery_for(cfg: AuditConfig, entries: list[Entry], images: pd.DataFrame, classes: list[str], target_layer: str,

@@ -114,7 +114,7 @@ class Regression(Record):
 
 
 class Gate(Record):
-    """The gate's decision (analysis/gate.py); ``passed`` is None where no decision was recorded."""
+    """The gate's decision (the analysis/gate package); ``passed`` is None where no decision was recorded."""
 
     passed: bool | None = None
     failures: list[Failure] = Field(default_factory=list)
@@ -426,7 +426,11 @@ def build_summary(
                         **({"incomplete": int(run_stats.get("rows_incomplete", 0))} if cfg.output.save_cams else {}),
                         **({"failure_rows_reused": int(run_stats.get("failure_rows_reused", 0)),
                             "failure_rows_computed": int(run_stats.get("failure_rows_computed", 0))}
-                           if "failure_rows_computed" in run_stats else {})},
+                           if "failure_rows_computed" in run_stats else {}),
+                        # files whose bytes were read to hash them vs hashes remembered by stat (audit/file_hashes.py)
+                        **({"files_hashed": int(run_stats.get("files_hashed", 0)),
+                            "file_hashes_remembered": int(run_stats.get("file_hashes_remembered", 0))}
+                           if "files_hashed" in run_stats else {})},
         "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size,
                 # splits per stage: cam, topk, interventions, failures (audit/oom.py)
                 "stages": {k.removeprefix("oom_splits_"): int(v) for k, v in run_stats.items() if k.startswith("oom_splits_")}},

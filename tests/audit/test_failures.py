@@ -214,7 +214,8 @@ def test_failures_hold_for_rows_reused_from_the_result_store(shortcut_run, tmp_p
     assert len(got) > 0
     assert fill.summary["incremental"]["computed"] == n and fill.summary["incremental"]["failure_rows_computed"] == len(got)
     assert summary["incremental"] == {"reused": n, "computed": 0, "rejected": 0,
-                                      "failure_rows_reused": len(got), "failure_rows_computed": 0}
+                                      "failure_rows_reused": len(got), "failure_rows_computed": 0,
+                                      "files_hashed": 0, "file_hashes_remembered": n}
     # identical tables: the Great Expectations result of the first run is reused, and says so
     assert "reused_from" not in fill.summary["validation"] and summary["validation"]["reused_from"]
     assert {k: summary["validation"][k] for k in ("success", "n_expectations", "n_failed")} == {
@@ -282,3 +283,46 @@ def test_one_new_mistake_computes_one_failure_row(shortcut_run, scenetext_dir, t
     got, want = (pd.read_parquet(r.run_dir / "failures.parquet").sort_values("path").reset_index(drop=True)
                  for r in (second, cold))
     pd.testing.assert_frame_equal(got, want, check_exact=False, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_chunk_pass_stores_failure_rows_from_its_own_forward(shortcut_run, tmp_path):
+    """Images computed in a run get their failure row in the chunk pass (stored per batch), equal
+    to what a separate failure pass over the mistakes computes; the failure step after the merge
+    then reuses every one of them and computes none, and a second pass recomputes nothing."""
+    from auditors.audit.failure_reuse import failures_for
+    from auditors.audit.incremental import audit_images
+    from auditors.audit.plan import make_plan
+    from flows.audit import result_spec
+
+    cfg, _, planted = shortcut_run
+    cached = cfg.model_copy(update={
+        "output": cfg.output.model_copy(update={"cache_dir": str(tmp_path / "cache")}),
+        "run": cfg.run.model_copy(update={"cache": True}),
+    })
+    plan = make_plan(cached)
+    spec = result_spec(plan.config, plan, tmp_path / "cache")
+    entries = plan.index.entries
+    first = audit_images(entries, plan.config, plan.classes, plan.target_layer, None, spec)
+    mistakes = first.rows.loc[first.rows["label"] != first.rows["pred"]]
+    assert set(mistakes["path"]) >= planted
+    assert sorted(first.failures["path"]) == sorted(mistakes["path"])
+    assert first.stats["failure_rows_computed"] == len(mistakes)
+    assert (tmp_path / "cache" / "failures.sqlite").is_file()
+
+    # the old way: a pass over the mistaken images alone, batched together
+    wrong = [e for e in entries if e.path in set(mistakes["path"])]
+    alone = audit_chunk(wrong, plan.config, plan.classes, plan.target_layer, None, failures_wanted=True).failures
+    by_path = lambda df: df.sort_values("path").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(by_path(first.failures), by_path(alone), check_exact=False, atol=1e-5, rtol=1e-4)
+
+    # the failure step: every row is in the store (nothing computed), or given as this run's fresh rows
+    rows, _, errors, counts = failures_for(plan.config, entries, first.rows, plan.classes, plan.target_layer, None, spec)
+    assert errors == [] and (counts["failure_rows_reused"], counts["failure_rows_computed"]) == (len(mistakes), 0)
+    pd.testing.assert_frame_equal(by_path(rows), by_path(alone), check_exact=False, atol=1e-5, rtol=1e-4)
+    rows, _, _, counts = failures_for(plan.config, entries, first.rows, plan.classes, plan.target_layer, None,
+                                      fresh=first.failures)
+    assert (counts["failure_rows_reused"], counts["failure_rows_computed"]) == (0, 0) and len(rows) == len(mistakes)
+
+    again = audit_images(entries, plan.config, plan.classes, plan.target_layer, None, spec)
+    assert again.stats["rows_computed"] == 0 and again.stats["failure_rows_computed"] == 0 and again.failures is None
