@@ -61,6 +61,14 @@ def resolve_targets(target: str, classes: list[str], labels: list[str | None]) -
     return torch.full((len(labels),), index[target], dtype=torch.long)
 
 
+def label_indices(loaded: list, classes: list[str]) -> torch.Tensor | None:
+    """(B,) class index of each image's label, -1 where it has none or an unknown one; None
+    when no image of the batch is labelled (nothing for failure analysis to compare)."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = [index.get(it.entry.label, -1) if it.entry.label is not None else -1 for it in loaded]
+    return torch.tensor(out, dtype=torch.long) if any(i >= 0 for i in out) else None
+
+
 def _status(total: float) -> str:
     if not np.isfinite(total):
         return "nonfinite"
@@ -132,8 +140,9 @@ def audit_chunk(
         try:
             targets = resolve_targets(cfg.cam.target, classes, [item.entry.label for item in loaded])
             x = to_input([item.model_view for item in loaded], prep, device)
+            labels = label_indices(loaded, classes) if failures_wanted and cfg.output.failures_per_class else None
             # one target or top-k, one layer or several: a CUDA out-of-memory batch is halved and retried
-            run = run_cams(engine, cfg, x, targets, stats_extra)
+            run = run_cams(engine, cfg, x, targets, stats_extra, labels=labels)
             cam = run.primary
             maps = upsample_maps(cam.maps, size)
             masks_t = torch.from_numpy(masks).to(device)
@@ -179,7 +188,7 @@ def audit_chunk(
             k_pictures = cfg.output.failures_per_class if failure_pictures else 0
             try:
                 f_rows, f_items = analyse_mistakes(engine, x, loaded, classes, pred, conf, masks, regions, failed, size,
-                                                   cfg.cam.pointing_tolerance, k_pictures, stats_extra)
+                                                   cfg.cam.pointing_tolerance, k_pictures, stats_extra, run.pred_true)
                 failures += f_rows
                 failure_items = top_per_class(failure_items + f_items, k_pictures)
             except Exception as exc:  # the images stay audited; only their failure analysis is missing

@@ -21,7 +21,8 @@ import torch
 from auditors.cam import CamEngine
 from auditors.cam.engine import CamBatch, TopkCamBatch
 
-__all__ = ["compute_with_backoff", "topk_with_backoff", "classes_with_backoff", "with_backoff", "join_batches"]
+__all__ = ["compute_with_backoff", "topk_with_backoff", "classes_with_backoff", "chosen_with_backoff", "with_backoff",
+           "join_batches"]
 
 _T = TypeVar("_T")
 
@@ -86,3 +87,10 @@ def classes_with_backoff(engine: CamEngine, x: torch.Tensor, classes: torch.Tens
                          stage: str = "failures") -> TopkCamBatch:
     """``engine.compute_classes(x, classes)``, halved on out-of-memory."""
     return with_backoff(lambda lo, hi: engine.compute_classes(x[lo:hi], classes[lo:hi]), len(x), stats, stage=stage)
+
+
+def chosen_with_backoff(engine: CamEngine, x: torch.Tensor, choose: Callable[[torch.Tensor, int, int], torch.Tensor],
+                        stats: dict[str, int], stage: str = "cam") -> TopkCamBatch:
+    """``engine.compute_chosen`` on rows ``lo:hi`` with ``choose(logits, lo, hi)``, halved on out-of-memory."""
+    return with_backoff(lambda lo, hi: engine.compute_chosen(x[lo:hi], lambda lg: choose(lg, lo, hi)),
+                        len(x), stats, stage=stage)

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from auditors.audit.oom import compute_with_backoff, topk_with_backoff
+from auditors.audit.oom import chosen_with_backoff, compute_with_backoff, topk_with_backoff
 from auditors.cam import CamBatch, CamEngine
+from auditors.cam.engine import TopkCamBatch
 from auditors.config.schema import AuditConfig
 from auditors.measure.metrics import region_metrics, upsample_maps
 
-__all__ = ["CamRun", "run_cams", "variant_columns", "target_columns", "layer_values", "target_rows", "saved_maps", "image_maps", "LAYER_STATS"]
+__all__ = ["CamRun", "run_cams", "labels_shared_forward", "variant_columns", "target_columns", "layer_values", "target_rows", "saved_maps", "image_maps", "LAYER_STATS"]
 
 #: Per-layer statistics written as ``<region>_<stat>@<layer>``.
 LAYER_STATS = ("mass", "lift")
@@ -37,14 +38,29 @@ class CamRun:
     classes: Tensor | None = None  # (B, k)
     maps: Tensor | None = None  # (B, k, h, w)
     layer_maps: dict[str, Tensor] | None = None  # name -> (B, k, h, w)
+    #: failure analysis: (B, 2) maps of [predicted class, true label] from the same forward
+    pred_true: TopkCamBatch | None = None
 
 
-def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | None, oom_stats: dict[str, int] | None = None) -> CamRun:
+def labels_shared_forward(cfg: AuditConfig) -> bool:
+    """Whether true-label maps come from the main forward (see :func:`run_cams`): one target at
+    one layer without guided backprop, where k maps cost one forward and a gradient to the
+    target layer only (free for a GAP + linear head). Top-k, ``cam.layers`` and guided
+    Grad-CAM would pay k backward passes for every image: there only mistakes get a second pass."""
+    return cfg.cam.target != "topk" and not cfg.cam.layers and cfg.cam.method != "guided_gradcam"
+
+
+def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | None, oom_stats: dict[str, int] | None = None,
+             labels: Tensor | None = None) -> CamRun:
     """One forward for whatever the config asks (one target or top-k; one layer or several).
 
-    A CUDA out-of-memory batch is halved and retried (:mod:`auditors.audit.oom`), splits counted
-    in ``oom_stats``."""
+    ``labels``: (B,) true class indices (-1 where unknown) for failure analysis: where
+    :func:`labels_shared_forward` allows, ``pred_true`` then holds the predicted-class and
+    true-label maps of every image from the same forward. A CUDA out-of-memory batch is halved
+    and retried (:mod:`auditors.audit.oom`), splits counted in ``oom_stats``."""
     stats = {} if oom_stats is None else oom_stats
+    if labels is not None and labels_shared_forward(cfg):
+        return _with_labels(engine, x, targets, labels.to(x.device), stats)
     if cfg.cam.target != "topk":
         return CamRun(compute_with_backoff(engine, x, targets, stats))
     top = topk_with_backoff(engine, x, cfg.cam.k, stats)
@@ -53,6 +69,26 @@ def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | N
         layer_maps={n: m[:, 0] for n, m in top.layer_maps.items()},
     )
     return CamRun(primary, classes=top.classes, maps=top.maps, layer_maps=top.layer_maps)
+
+
+def _with_labels(engine: CamEngine, x: Tensor, targets: Tensor | None, labels: Tensor, stats: dict[str, int]) -> CamRun:
+    """Target maps plus [predicted, true] maps from one forward: columns [pred, true] when the
+    target is the prediction, else [target, pred, true] (an unknown label repeats the prediction)."""
+    tgt = None if targets is None else targets.to(x.device)
+
+    def choose(lg: Tensor, lo: int, hi: int) -> Tensor:
+        pred = lg.argmax(dim=1)
+        lab = labels[lo:hi]
+        cols = [pred, torch.where(lab >= 0, lab, pred)]
+        return torch.stack(cols if tgt is None else [tgt[lo:hi], *cols], dim=1)
+
+    both = chosen_with_backoff(engine, x, choose, stats)
+    first = 0 if tgt is None else 1  # where [pred, true] start
+    primary = CamBatch(maps=both.maps[:, 0], logits=both.logits, targets=both.classes[:, 0],
+                       degenerate=both.degenerate[:, 0])
+    pred_true = TopkCamBatch(maps=both.maps[:, first:first + 2], logits=both.logits,
+                             classes=both.classes[:, first:first + 2], degenerate=both.degenerate[:, first:first + 2])
+    return CamRun(primary, pred_true=pred_true)
 
 
 def _layer_column_names(cfg: AuditConfig, regions: list[str]) -> list[str]:

@@ -251,6 +251,22 @@ class CamEngine:
         logits, maps, classes, by_layer = self._run(x, lambda lg: self._checked(classes, lg))
         return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps), layer_maps=by_layer)
 
+    def compute_chosen(self, x: Tensor, choose: Callable[[Tensor], Tensor]) -> TopkCamBatch:
+        """Maps for the classes ``choose(logits)`` picks per image ((B, k) indices), from one forward.
+
+        For classes that depend on the prediction (the predicted class next to the true label,
+        for failure analysis) without a second forward to learn the prediction first."""
+        x = self._prepare(x)
+
+        def pick(lg: Tensor) -> Tensor:
+            classes = choose(lg)
+            if not isinstance(classes, Tensor) or classes.ndim != 2 or len(classes) != len(lg):
+                raise CamParameterError(f"choose must return (batch, k) class indices, got {getattr(classes, 'shape', classes)}")
+            return self._checked(classes.long(), lg)
+
+        logits, maps, classes, by_layer = self._run(x, pick)
+        return TopkCamBatch(maps=maps, logits=logits, classes=classes, degenerate=_degenerate(maps), layer_maps=by_layer)
+
     # ------------------------------------------------------------------ internals
     def _probe_batch(self) -> Tensor:
         gen = torch.Generator().manual_seed(0)

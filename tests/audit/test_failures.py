@@ -287,12 +287,15 @@ def test_one_new_mistake_computes_one_failure_row(shortcut_run, scenetext_dir, t
 
 @pytest.mark.slow
 def test_chunk_pass_stores_failure_rows_from_its_own_forward(shortcut_run, tmp_path):
-    """Images computed in a run get their failure row in the chunk pass (stored per batch), equal
-    to what a separate failure pass over the mistakes computes; the failure step after the merge
-    then reuses every one of them and computes none, and a second pass recomputes nothing."""
+    """Images computed in a run get their failure row in the chunk pass, from the forward that
+    made the prediction (one forward per image), stored per batch and equal to what a separate
+    pass over the mistakes computes; the failure step after the merge then reuses every one of
+    them and computes none, and a second pass recomputes nothing."""
     from auditors.audit.failure_reuse import failures_for
     from auditors.audit.incremental import audit_images
     from auditors.audit.plan import make_plan
+    from auditors.models.engines import engine_for
+    from auditors.models.loading import select_device
     from flows.audit import result_spec
 
     cfg, _, planted = shortcut_run
@@ -303,7 +306,14 @@ def test_chunk_pass_stores_failure_rows_from_its_own_forward(shortcut_run, tmp_p
     plan = make_plan(cached)
     spec = result_spec(plan.config, plan, tmp_path / "cache")
     entries = plan.index.entries
-    first = audit_images(entries, plan.config, plan.classes, plan.target_layer, None, spec)
+    engine = engine_for(plan.config.model, plan.config.cam, plan.target_layer, select_device(plan.config.cam.device))
+    forwarded = []
+    hook = engine.model.register_forward_pre_hook(lambda _m, args: forwarded.append(len(args[0])))
+    try:
+        first = audit_images(entries, plan.config, plan.classes, plan.target_layer, None, spec)
+    finally:
+        hook.remove()
+    assert sum(forwarded) == len(entries), "one forward per image: the true-class maps come from the same pass"
     mistakes = first.rows.loc[first.rows["label"] != first.rows["pred"]]
     assert set(mistakes["path"]) >= planted
     assert sorted(first.failures["path"]) == sorted(mistakes["path"])

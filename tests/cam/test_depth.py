@@ -88,3 +88,26 @@ class _Branchy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.unused(x)
         return self.fc(self.used(x).relu().mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("gradient", ["analytic", "autograd"])
+def test_classes_chosen_from_the_logits_cost_one_forward(resnet, x, gradient):
+    """compute_chosen: classes that depend on the prediction (predicted + true label, for failure
+    analysis) from the forward that makes the prediction, equal to a second, separate pass."""
+    engine = CamEngine(resnet, "layer4", input_size=(64, 64), gradient=gradient)
+    labels = torch.tensor([5, 0, 2])
+    calls = _forwards(resnet)
+    try:
+        both = engine.compute_chosen(x, lambda lg: torch.stack([lg.argmax(dim=1), labels], dim=1))
+        assert calls[0] == 1, "prediction and both maps from one forward"
+    finally:
+        resnet._forward_pre_hooks.clear()
+    single = engine.compute(x)
+    assert torch.equal(both.classes[:, 0], single.targets) and both.classes[:, 1].tolist() == [5, 0, 2]
+    assert torch.equal(both.maps, engine.compute_classes(x, both.classes).maps)
+    torch.testing.assert_close(both.maps[:, 0], single.maps, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(both.maps[:, 1], engine.compute(x, labels).maps, rtol=1e-5, atol=1e-7)
+    with pytest.raises(CamParameterError, match=r"\(batch, k\)"):
+        engine.compute_chosen(x, lambda lg: lg.argmax(dim=1))
+    with pytest.raises(CamParameterError, match=r"\[0, 6\)"):
+        engine.compute_chosen(x, lambda lg: torch.full((3, 1), 6))
