@@ -27,7 +27,7 @@ from auditors.regions.cache import RegionCache
 from auditors.regions.craft import CraftRunner, Detection, DetectParams, bf16_supported
 from auditors.models.threads import torch_threads
 
-__all__ = ["TextDetector", "weights_dir", "resolve_precision"]
+__all__ = ["TextDetector", "weights_dir", "resolve_precision", "load_craft"]
 
 _READERS: dict[tuple, Any] = {}
 _RUNNERS: dict[tuple, CraftRunner] = {}
@@ -101,13 +101,43 @@ def _get_reader(languages: tuple[str, ...], use_gpu: bool, recognizer: bool) -> 
         return _READERS[key]
 
 
+def load_craft() -> torch.nn.Module:
+    """EasyOCR's CRAFT network with the offline weights, built on the meta device and loaded by
+    assignment.
+
+    Why not ``easyocr.Reader``: its constructor builds a whole torchvision VGG16-BN, classifier
+    included (~120M parameters CRAFT never uses), and fills every tensor with random numbers
+    before loading the weights over them: ~1.3 s of every run that detects a single new image.
+    The weights load with ``weights_only=True`` (no pickled code runs).
+    """
+    from easyocr.craft import CRAFT
+
+    path = weights_dir() / "craft_mlt_25k.pth"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not state:
+            raise ValueError("not a state dict")
+        if next(iter(state)).startswith("module."):  # saved from DataParallel, as EasyOCR's file is
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+        with torch.device("meta"):
+            net = CRAFT()
+        net.load_state_dict(state, strict=True, assign=True)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"regions.text: cannot load the CRAFT detector weights {path} ({type(exc).__name__}: {exc})") from None
+    missing = [n for n, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if missing:
+        raise ConfigError(f"regions.text: {path} lacks CRAFT tensors {missing[:3]}")
+    return net.eval()
+
+
 def _get_runner(languages: tuple[str, ...], use_gpu: bool, precision: str) -> CraftRunner:
-    """The process's CRAFT runner; the Reader that loaded it is dropped (one copy of the weights)."""
+    """The process's CRAFT runner (the detector is the same for every language: ``languages``
+    only matter to the recogniser)."""
     key = (languages, use_gpu, precision)
     with _LOCK:
         if key not in _RUNNERS:
-            reader = _new_reader(languages, use_gpu, False)
-            _RUNNERS[key] = CraftRunner(reader.detector, torch.device(reader.device), precision)
+            device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+            _RUNNERS[key] = CraftRunner(load_craft(), device, precision)
         return _RUNNERS[key]
 
 
