@@ -48,6 +48,11 @@ def _lean(cfg: AuditConfig) -> AuditConfig:
     })
 
 
+def _stored_form(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    """A failures.parquet record as stored and compared: JSON values of ``columns`` (no path or label)."""
+    return {c: to_json_value(record.get(c)) for c in columns}
+
+
 class FailureStore:
     """``failures.sqlite``: image key -> verified failure row (format, key, setting, columns and
     value types all match, or the entry is ignored and the row recomputed)."""
@@ -60,7 +65,7 @@ class FailureStore:
 
     def row_of(self, record: dict[str, Any]) -> dict[str, Any]:
         """A failures.parquet record as its stored form (JSON values, no path or label)."""
-        return {c: to_json_value(record.get(c)) for c in self.columns}
+        return _stored_form(record, self.columns)
 
     def get_many(self, keys: dict[str, str]) -> dict[str, dict]:
         """path -> verified stored row, for ``keys`` (path -> image key)."""
@@ -112,8 +117,7 @@ def failures_for(
         return None, [], [], counts
     regions = region_names(cfg)
     columns = {c: t for c, t in failure_columns(regions).items() if c not in ("path", "label")}
-    made = {rec["path"]: {c: to_json_value(rec.get(c)) for c in columns}
-            for rec in (fresh.to_dict("records") if fresh is not None else [])}
+    made = {rec["path"]: _stored_form(rec, columns) for rec in (fresh.to_dict("records") if fresh is not None else [])}
     hashes = dict(zip(wrong["path"], wrong["content_hash"])) if "content_hash" in wrong else {}
     keys = {e.path: image_key(cfg, hashes[e.path], e.label, e.path)
             for e in chosen if isinstance(hashes.get(e.path), str) and e.path not in made}
@@ -131,7 +135,7 @@ def failures_for(
             errors += [{**e, "stage": "failures"} for e in result.errors if e["stage"] != "regions"]
             items = list(result.failure_items)
             for rec in (result.failures.to_dict("records") if result.failures is not None else []):
-                computed[rec["path"]] = {c: to_json_value(rec.get(c)) for c in columns}
+                computed[rec["path"]] = _stored_form(rec, columns)
             if store is not None:
                 store.put_many({keys[p]: row for p, row in computed.items() if p in keys})
     finally:

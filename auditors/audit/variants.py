@@ -24,7 +24,8 @@ from auditors.cam.engine import TopkCamBatch
 from auditors.config.schema import AuditConfig
 from auditors.measure.metrics import region_metrics, upsample_maps
 
-__all__ = ["CamRun", "run_cams", "labels_shared_forward", "variant_columns", "target_columns", "layer_values", "target_rows", "saved_maps", "image_maps", "LAYER_STATS"]
+__all__ = ["CamRun", "run_cams", "labels_shared_forward", "variant_columns", "target_columns", "layer_values",
+           "target_rows", "saved_maps", "image_maps", "LAYER_STATS"]
 
 #: Per-layer statistics written as ``<region>_<stat>@<layer>``.
 LAYER_STATS = ("mass", "lift")
