@@ -8,7 +8,6 @@ folder.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +83,7 @@ def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Pa
         for key, value in counts.items():
             stats[key] = stats.get(key, 0) + value
     if rows is not None:
-        tmp = folder.failures.with_suffix(".tmp")
-        rows.to_parquet(tmp, index=False)
-        os.replace(tmp, folder.failures)
+        folder.write_table(rows, folder.failures)
     if f_errors:
         errors.extend(f_errors)
         folder.write_errors(errors)
@@ -100,7 +97,7 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -
     instances = pd.read_parquet(folder.instances)
     images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
     result = analyse_tokens(cfg, instances, images, group_by, plan.classes, plan.target_layer)
-    instances.to_parquet(folder.instances, index=False)
+    folder.write_table(instances, folder.instances)
     return result
 
 

@@ -101,7 +101,11 @@ class RunFolder:
         return self.dir / "report.html"
 
     def write_part(self, index: int, rows: pd.DataFrame, kind: str = "chunk") -> Path:
-        path = self.parts / f"{kind}-{index:06d}.parquet"
+        return self.write_table(rows, self.parts / f"{kind}-{index:06d}.parquet")
+
+    @staticmethod
+    def write_table(rows: pd.DataFrame, path: Path) -> Path:
+        """Write a Parquet table under a temporary name, then rename: never half-written at ``path``."""
         tmp = path.with_suffix(".tmp")
         rows.to_parquet(tmp, index=False)
         os.replace(tmp, path)

@@ -65,11 +65,13 @@ def run_cams(engine: CamEngine, cfg: AuditConfig, x: Tensor, targets: Tensor | N
     if cfg.cam.target != "topk":
         return CamRun(compute_with_backoff(engine, x, targets, stats))
     top = topk_with_backoff(engine, x, cfg.cam.k, stats)
-    primary = CamBatch(
-        maps=top.maps[:, 0], logits=top.logits, targets=top.classes[:, 0], degenerate=top.degenerate[:, 0],
-        layer_maps={n: m[:, 0] for n, m in top.layer_maps.items()},
-    )
-    return CamRun(primary, classes=top.classes, maps=top.maps, layer_maps=top.layer_maps)
+    return CamRun(_column(top, 0), classes=top.classes, maps=top.maps, layer_maps=top.layer_maps)
+
+
+def _column(top: TopkCamBatch, j: int) -> CamBatch:
+    """Column ``j`` of a k-maps batch as a one-target batch (with its layer maps)."""
+    return CamBatch(maps=top.maps[:, j], logits=top.logits, targets=top.classes[:, j], degenerate=top.degenerate[:, j],
+                    layer_maps={n: m[:, j] for n, m in top.layer_maps.items()})
 
 
 def _with_labels(engine: CamEngine, x: Tensor, targets: Tensor | None, labels: Tensor, stats: dict[str, int]) -> CamRun:
@@ -85,11 +87,9 @@ def _with_labels(engine: CamEngine, x: Tensor, targets: Tensor | None, labels: T
 
     both = chosen_with_backoff(engine, x, choose, stats)
     first = 0 if tgt is None else 1  # where [pred, true] start
-    primary = CamBatch(maps=both.maps[:, 0], logits=both.logits, targets=both.classes[:, 0],
-                       degenerate=both.degenerate[:, 0])
     pred_true = TopkCamBatch(maps=both.maps[:, first:first + 2], logits=both.logits,
                              classes=both.classes[:, first:first + 2], degenerate=both.degenerate[:, first:first + 2])
-    return CamRun(primary, pred_true=pred_true)
+    return CamRun(_column(both, 0), pred_true=pred_true)
 
 
 def _layer_column_names(cfg: AuditConfig, regions: list[str]) -> list[str]:
