@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from auditors.data.geometry import Placement, polygons_to_mask
+from auditors.data.geometry import Placement, polygon_masks
 from auditors.measure.metrics import region_metrics
 from auditors.regions.base import Region
 
@@ -102,7 +102,7 @@ def instance_rows(
         return []
     hw = (placement.out_h, placement.out_w)
     model_polys = text.model_polygons(placement)
-    masks = np.stack([polygons_to_mask([p], hw) for p in model_polys])
+    masks = polygon_masks(model_polys, hw)
     met = region_metrics(cam_map[None], torch.from_numpy(masks[None]).to(cam_map.device))
     met = {k: v[0].cpu().numpy() for k, v in met.items()}
     rows = []
