@@ -14,6 +14,7 @@ compared the same way, so fragments of one mark join. Cost: O(n k log n), no buc
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -97,7 +98,7 @@ def _one_way(a: np.ndarray, b: np.ndarray) -> float:
         w = min(w_a, max(3, round(w_a * (1 - 2 * _MARGIN_X) * s)))
         y0, x0 = (h_a - h) // 2, (w_a - w) // 2
         t = a[y0 : y0 + h, x0 : x0 + w]
-        if float(t.max()) - float(t.min()) < 4.0:  # a flat template correlates with nothing
+        if _flat(t):  # a flat template correlates with nothing
             continue
         _, score, _, loc = cv2.minMaxLoc(cv2.matchTemplate(b, t, cv2.TM_CCOEFF_NORMED))
         if score > best:
@@ -106,17 +107,30 @@ def _one_way(a: np.ndarray, b: np.ndarray) -> float:
         return best
     t, (lx, ly) = found
     h, w = t.shape
-    edges = np.linspace(0, w, max(1, round(w / _BLOCK_W)) + 1).round().astype(int)
     pad = _BLOCK_SLACK
-    for c0, c1 in zip(edges[:-1], edges[1:]):
+    for c0, c1 in _block_edges(w):
         block = t[:, c0:c1]
-        if c1 - c0 < 2 or float(block.max()) - float(block.min()) < 4.0:  # background between words
+        if c1 - c0 < 2 or _flat(block):  # background between words
             continue
         win = b[max(0, ly - pad) : ly + h + pad, max(0, lx + c0 - pad) : lx + c1 + pad]
         if win.shape[0] < block.shape[0] or win.shape[1] < block.shape[1]:
             continue
-        best = min(best, float(cv2.matchTemplate(win, block, cv2.TM_CCOEFF_NORMED).max()))
+        best = min(best, cv2.minMaxLoc(cv2.matchTemplate(win, block, cv2.TM_CCOEFF_NORMED))[1])
     return best
+
+
+def _flat(patch: np.ndarray) -> bool:
+    """Less than 4 grey levels between darkest and brightest pixel (one C call: this runs for
+    every template and block of every compared pair)."""
+    lo, hi, _, _ = cv2.minMaxLoc(patch)
+    return hi - lo < 4.0
+
+
+@functools.lru_cache(maxsize=PATCH_MAX_W + 1)
+def _block_edges(width: int) -> tuple[tuple[int, int], ...]:
+    """(start, end) columns of the letter-sized blocks of a template ``width`` wide."""
+    edges = np.linspace(0, width, max(1, round(width / _BLOCK_W)) + 1).round().astype(int).tolist()
+    return tuple(zip(edges[:-1], edges[1:]))
 
 
 def patch_similarity(a: np.ndarray, b: np.ndarray) -> float:
