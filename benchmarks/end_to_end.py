@@ -302,8 +302,9 @@ def main_runs(args, work, data, ck_a, ck_b, cache, env, results) -> None:
     record("fixed_cost_plus_1_image", cfg_t)
     # The token stage (on by default, off above: the naive loop has nothing like it) groups every
     # text instance of the dataset again each night. Its own copy of the cache, so the runs above
-    # are not disturbed: the first run computes the instance rows, the second reuses every row,
-    # so what it costs above same_model_again is the token stage alone.
+    # are not disturbed. Stored rows carry their instances, so both runs reuse every row; the
+    # first also validates its new tables, the second reuses that too: what it costs above
+    # same_model_again is the token stage alone.
     shutil.copytree(cache, work / "cache-tokens")
     cfg_k = write_config(work / "k.yaml", data, ck_a, work / "out", work / "cache-tokens", "model-a-tokens",
                          tokens={"enabled": True})
