@@ -129,9 +129,9 @@ def merge_tables(cfg: AuditConfig, folder: RunFolder, errors: list[dict]) -> int
 
 
 @task(name="tokens")
-def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str) -> TokenResult | None:
+def tokens_task(cfg: AuditConfig, plan: Plan, folder: RunFolder, by: str, cache_dir: Path) -> TokenResult | None:
     """Group text instances into recurring tokens, test the riskiest, flag; rewrite text_instances.parquet."""
-    return run_tokens(cfg, plan, folder, by)
+    return run_tokens(cfg, plan, folder, by, cache_dir)
 
 
 @task(name="finalize")
@@ -234,7 +234,9 @@ def audit_flow(config: dict[str, Any], run_id: str | None = None, progress: bool
     misses = misses_task(cfg, plan, folder, cache_path) if cfg.regions.expected.enabled else []
     failure_items = failures_task(cfg, plan, folder, cache_path, errors, spec, stats)
     by = "label" if plan.index.labelled else "pred"
-    tokens = tokens_task(cfg, plan, folder, by)
+    tokens = tokens_task(cfg, plan, folder, by, cache_dir)
+    if tokens is not None:
+        stats.update(tokens.stats)  # crop similarities reused / computed
     summary = finalize(cfg, plan, folder, run_id, gallery, stats, sanity, tokens, by, started, misses, failure_items)
     publish_artifacts(summary.to_dict(), folder.report)
     history_index_task(cfg)

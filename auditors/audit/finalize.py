@@ -34,6 +34,7 @@ from auditors.audit.failure_reuse import failures_for
 from auditors.audit.result_cache import ResultSpec
 from auditors.measure.failures import FailureItem, empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
+from auditors.tokens.pair_store import PairSimilarities
 from auditors.tokens.stage import TokenResult, analyse_tokens
 
 __all__ = ["Finalized", "merge_run_tables", "run_tokens", "validate_run", "summarise", "finalize_run"]
@@ -90,13 +91,17 @@ def run_failures(cfg: AuditConfig, plan: Plan, folder: RunFolder, cache_path: Pa
     return items
 
 
-def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str) -> TokenResult | None:
-    """The token stage on a run folder; rewrites text_instances.parquet with each instance's token."""
+def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str, cache_dir: Path | None = None) -> TokenResult | None:
+    """The token stage on a run folder; rewrites text_instances.parquet with each instance's token.
+
+    ``cache_dir``: where crop similarities are remembered across runs (``run.cache`` false: not read).
+    """
     if not wants_instances(cfg):
         return None
     instances = pd.read_parquet(folder.instances)
     images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
-    result = analyse_tokens(cfg, instances, images, group_by, plan.classes, plan.target_layer)
+    pairs = PairSimilarities(cache_dir / "token_pairs.sqlite") if cache_dir is not None and cfg.run.cache else None
+    result = analyse_tokens(cfg, instances, images, group_by, plan.classes, plan.target_layer, pairs)
     folder.write_table(instances, folder.instances)
     return result
 

@@ -430,7 +430,11 @@ def build_summary(
                         # files whose bytes were read to hash them vs hashes remembered by stat (audit/file_hashes.py)
                         **({"files_hashed": int(run_stats.get("files_hashed", 0)),
                             "file_hashes_remembered": int(run_stats.get("file_hashes_remembered", 0))}
-                           if "files_hashed" in run_stats else {})},
+                           if "files_hashed" in run_stats else {}),
+                        # token stage: crop similarities read from token_pairs.sqlite vs compared (tokens/pair_store.py)
+                        **({"token_pairs_reused": int(run_stats.get("token_pairs_reused", 0)),
+                            "token_pairs_computed": int(run_stats.get("token_pairs_computed", 0))}
+                           if "token_pairs_computed" in run_stats else {})},
         "oom": {"batches_split": int(run_stats.get("oom_splits", 0)), "batch_size": cfg.cam.batch_size,
                 # splits per stage: cam, topk, interventions, failures (audit/oom.py)
                 "stages": {k.removeprefix("oom_splits_"): int(v) for k, v in run_stats.items() if k.startswith("oom_splits_")}},

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from auditors.analysis.stats import association_pvalue
+from auditors.tokens.pair_store import PairMemo, PairSimilarities
 from auditors.tokens.visual import decode_patches, hash_components, visual_components
 
 __all__ = ["TokenSettings", "normalise_text", "edit_ratio", "assign_tokens", "token_table"]
@@ -58,15 +59,18 @@ def edit_ratio(a: str, b: str) -> float:
     return prev[-1] / max(len(a), len(b))
 
 
-def _visual_labels(instances: pd.DataFrame, s: TokenSettings) -> np.ndarray:
+def _visual_labels(instances: pd.DataFrame, s: TokenSettings, pairs: PairSimilarities | None = None) -> np.ndarray:
     """Visual component per instance (patch similarity; legacy hash grouping where no patch)."""
     n = len(instances)
     aspects = instances["aspect"].to_numpy(float)
     labels = np.arange(n)
-    patches, ok = decode_patches(instances["patch"].tolist() if "patch" in instances else [None] * n)
+    stored = instances["patch"].tolist() if "patch" in instances else [None] * n
+    patches, ok = decode_patches(stored)
     if ok.any():
         idx = np.flatnonzero(ok)
-        labels[idx] = idx[visual_components([patches[i] for i in idx], aspects[idx], 1.0 - s.max_visual_distance, s.max_aspect_ratio)]
+        memo = PairMemo(pairs, [stored[i] for i in idx]) if pairs is not None else None
+        labels[idx] = idx[visual_components([patches[i] for i in idx], aspects[idx], 1.0 - s.max_visual_distance,
+                                            s.max_aspect_ratio, memo=memo)]
     if (~ok).any():
         idx = np.flatnonzero(~ok)
         labels[idx] = idx[hash_components(instances["fingerprint"].iloc[idx].tolist(), aspects[idx], s.max_hamming, s.max_aspect_ratio)]
@@ -95,18 +99,19 @@ def _canonical(strings: pd.Series, max_edit: float) -> dict[str, str]:
     return canon
 
 
-def assign_tokens(instances: pd.DataFrame, s: TokenSettings) -> pd.Series:
+def assign_tokens(instances: pd.DataFrame, s: TokenSettings, pairs: PairSimilarities | None = None) -> pd.Series:
     """Token key per instance: one token per mark, whether it was read or not.
 
     Instances are first grouped visually (aligned crops, ``tokens.visual``). Within a visual
     group, reads within ``max_edit_distance`` of the group's most frequent read are that read
     (``text:new`` for NEW/NEN/NE), unread crops join it too; a group nobody read is
     ``visual:<first member's fingerprint>``. Identical reads are one token across groups.
+    ``pairs``: crop similarities stored by earlier runs (same tokens, fewer comparisons).
     """
     norm = instances["text"].fillna("").map(normalise_text)
     conf = instances["text_conf"].fillna(0.0)
     readable = ((norm.str.len() >= s.min_text_length) & (conf >= s.min_text_conf)).to_numpy()
-    labels = _visual_labels(instances, s)
+    labels = _visual_labels(instances, s, pairs)
     norm_v = norm.to_numpy(object)
     fp = instances["fingerprint"].astype(str).to_numpy(object)
     keys = np.where(readable, "text:" + norm.astype(str).to_numpy(object), "visual:" + fp)

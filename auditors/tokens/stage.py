@@ -17,6 +17,7 @@ from auditors.models.engines import engine_for
 from auditors.models.loading import select_device
 from auditors.tokens.effects import risk_score, select_effect_tokens, token_effect
 from auditors.tokens.grouping import TokenSettings, assign_tokens, token_table
+from auditors.tokens.pair_store import PairSimilarities
 
 __all__ = ["TokenResult", "analyse_tokens"]
 
@@ -27,6 +28,7 @@ class TokenResult:
     summary: list[dict[str, Any]]  # top N, JSON-ready
     examples: dict[str, list[GalleryItem]] = field(default_factory=dict)
     crops: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)  # token_pairs_reused / _computed (summary incremental)
 
 
 def _settings(cfg: AuditConfig) -> TokenSettings:
@@ -42,20 +44,25 @@ def _num(v: Any) -> float | None:
 
 
 def analyse_tokens(
-    cfg: AuditConfig, instances: pd.DataFrame, images: pd.DataFrame, group_by: str, classes: list[str], target_layer: str
+    cfg: AuditConfig, instances: pd.DataFrame, images: pd.DataFrame, group_by: str, classes: list[str], target_layer: str,
+    pairs: PairSimilarities | None = None,
 ) -> TokenResult:
-    """Assign a ``token`` to every instance (in place) and build the ranked token table."""
+    """Assign a ``token`` to every instance (in place) and build the ranked token table.
+
+    ``pairs``: crop similarities stored by earlier runs (``<cache_dir>/token_pairs.sqlite``).
+    """
     s = _settings(cfg)
     counted = instances[instances["is_text"].fillna(True).astype(bool)]
+    pair_stats = pairs.stats if pairs is not None else {}
     if counted.empty:
         instances["token"] = pd.Series(dtype="string")
-        return TokenResult(pd.DataFrame(), [])
+        return TokenResult(pd.DataFrame(), [], stats=dict(pair_stats))
     instances["token"] = pd.Series(pd.NA, index=instances.index, dtype="string")
-    instances.loc[counted.index, "token"] = assign_tokens(counted, s).astype("string")
+    instances.loc[counted.index, "token"] = assign_tokens(counted, s, pairs).astype("string")
     ok_images = images[images["cam_status"] == "ok"]
     table = token_table(instances.loc[counted.index].assign(token=instances.loc[counted.index, "token"]), ok_images, group_by, s)
     if table.empty:
-        return TokenResult(table, [])
+        return TokenResult(table, [], stats=dict(pair_stats))
     n_total = len(ok_images)
     table["effect"] = np.nan
     table["effect_ci"] = None
@@ -127,4 +134,4 @@ def analyse_tokens(
         }
         for r in table.head(cfg.tokens.top_n).itertuples()
     ]
-    return TokenResult(table, summary, examples, crops)
+    return TokenResult(table, summary, examples, crops, stats=dict(pair_stats))

@@ -16,11 +16,15 @@ from __future__ import annotations
 import base64
 import functools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from auditors.measure.instances import PATCH_H, PATCH_MAX_W, PATCH_MIN_W
+
+if TYPE_CHECKING:
+    from auditors.tokens.pair_store import PairMemo
 
 __all__ = ["decode_patches", "patch_similarity", "visual_components", "hash_components", "UnionFind"]
 
@@ -246,13 +250,16 @@ def _medoids(emb: np.ndarray, inverse: np.ndarray, n_groups: int) -> np.ndarray:
 
 
 def visual_components(
-    patches: Sequence[np.ndarray], aspects: np.ndarray, min_similarity: float, max_aspect_ratio: float, k: int = 8, rounds: int = 3
+    patches: Sequence[np.ndarray], aspects: np.ndarray, min_similarity: float, max_aspect_ratio: float, k: int = 8,
+    rounds: int = 3, memo: PairMemo | None = None,
 ) -> np.ndarray:
     """Component label (smallest member index) per patch: crops that show the same mark.
 
     Two crops join when their aspect ratios differ by at most ``max_aspect_ratio`` and their
     aligned similarity is at least ``min_similarity``; components are the transitive closure
-    over the candidate pairs, then over nearest components' representatives.
+    over the candidate pairs, then over nearest components' representatives. ``memo``:
+    similarities stored by earlier runs (``tokens.pair_store``); the labels are the same with
+    or without it.
     """
     n = len(patches)
     if n == 0:
@@ -267,14 +274,24 @@ def visual_components(
         """Aligned similarity, -1 across incompatible aspect ratios; each pair computed once."""
         key = (i, j) if i < j else (j, i)
         if key not in cache:
-            fits = abs(log_aspect[i] - log_aspect[j]) <= log_ratio
-            cache[key] = patch_similarity(patches[i], patches[j]) if fits else -1.0
+            if abs(log_aspect[i] - log_aspect[j]) > log_ratio:
+                cache[key] = -1.0
+            else:
+                value = memo.get(i, j) if memo is not None else None
+                if value is None:
+                    value = patch_similarity(patches[i], patches[j])
+                    if memo is not None:
+                        memo.add(i, j, value)
+                cache[key] = value
         return cache[key]
 
     linker = _Linker(n, sim, min_similarity)
     emb = _embedding(patches, log_aspect)
     cand = _candidates(emb, k)
-    linker.join_strongest_first(np.unique(np.sort(cand, axis=1), axis=0) if len(cand) else cand)
+    cand = np.unique(np.sort(cand, axis=1), axis=0) if len(cand) else cand
+    if memo is not None:
+        memo.prefetch(cand)
+    linker.join_strongest_first(cand)
     uf = linker.uf
     for _ in range(rounds):  # fragments of one mark: compare components through their medoids
         labels = uf.labels()
@@ -283,8 +300,12 @@ def visual_components(
             break
         reps = _medoids(emb, inverse, len(roots))
         pairs = np.array([(reps[a], reps[b]) for a, b in _candidates(emb[reps], k).tolist()], int).reshape(-1, 2)
+        if memo is not None:
+            memo.prefetch(pairs)
         if not linker.join_strongest_first(pairs):
             break
+    if memo is not None:
+        memo.save()
     return uf.labels()
 
 
