@@ -34,7 +34,7 @@ from auditors.audit.failure_reuse import failures_for
 from auditors.audit.result_cache import ResultSpec
 from auditors.measure.failures import FailureItem, empty_failures
 from auditors.measure.instances import INSTANCE_COLUMNS
-from auditors.tokens.pair_store import PairSimilarities
+from auditors.tokens.pair_store import open_pair_store
 from auditors.tokens.stage import TokenResult, analyse_tokens
 
 __all__ = ["Finalized", "merge_run_tables", "run_tokens", "validate_run", "summarise", "finalize_run"]
@@ -100,7 +100,7 @@ def run_tokens(cfg: AuditConfig, plan: Plan, folder: RunFolder, group_by: str, c
         return None
     instances = pd.read_parquet(folder.instances)
     images = pd.read_parquet(folder.images, columns=["path", "label", "pred", "cam_status"])
-    pairs = PairSimilarities(cache_dir / "token_pairs.sqlite") if cache_dir is not None and cfg.run.cache else None
+    pairs = open_pair_store(cache_dir / "token_pairs.sqlite") if cache_dir is not None and cfg.run.cache else None
     result = analyse_tokens(cfg, instances, images, group_by, plan.classes, plan.target_layer, pairs)
     folder.write_table(instances, folder.instances)
     return result

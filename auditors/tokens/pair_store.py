@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import sqlite3
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import numpy as np
 import auditors
 from auditors.regions.cache import RegionCache
 
-__all__ = ["PairSimilarities", "PairMemo", "similarity_version", "patch_digest"]
+__all__ = ["PairSimilarities", "PairMemo", "open_pair_store", "similarity_version", "patch_digest"]
 
 #: Source files whose code decides a pair's similarity (the comparison, and the patch layout).
 _SIMILARITY_SOURCES = ("tokens/visual.py", "measure/instances.py")
@@ -116,6 +118,24 @@ class PairMemo:
         self.store.stats["token_pairs_computed"] += 1
 
     def save(self) -> None:
-        if self.new:
+        """Write this grouping's new comparisons; a failed write (disk full, a locked or read-only
+        store) costs the next run work, never this run its tokens."""
+        if not self.new:
+            return
+        try:
             self.store.put_many(self.new)
-            self.new = {}
+        except (sqlite3.Error, OSError) as exc:
+            warnings.warn(f"token pair store {self.store.store.path}: could not store {len(self.new)} comparisons "
+                          f"({type(exc).__name__}: {exc}); the next run compares them again", stacklevel=2)
+        self.new = {}
+
+
+def open_pair_store(path: Path | str) -> PairSimilarities | None:
+    """The store at ``path``, or None (with a warning) when it cannot be opened: the token stage
+    then compares every pair, as without a cache."""
+    try:
+        return PairSimilarities(path)
+    except (sqlite3.Error, OSError) as exc:
+        warnings.warn(f"token pair store {path}: cannot be opened ({type(exc).__name__}: {exc}); comparing every pair",
+                      stacklevel=2)
+        return None

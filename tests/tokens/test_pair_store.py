@@ -13,7 +13,7 @@ import pytest
 
 from auditors.tokens import visual
 from auditors.tokens.grouping import TokenSettings, assign_tokens
-from auditors.tokens.pair_store import PairSimilarities, similarity_version
+from auditors.tokens.pair_store import PairSimilarities, open_pair_store, similarity_version
 from tests.tokens.test_visual_grouping import _scene_words, jittered_logo
 
 
@@ -130,3 +130,21 @@ def test_a_stored_value_that_does_not_decode_counts_as_a_miss(night, counted, tm
     pd.testing.assert_series_equal(tokens, assign_tokens(night, TokenSettings()))
     assert pairs.stats["token_pairs_computed"] > 0 and pairs.stats["token_pairs_reused"] > 0
     assert np.isclose(pairs.stats["token_pairs_computed"], damaged, rtol=0.5)
+
+
+def test_a_store_that_cannot_be_written_or_opened_costs_work_never_the_tokens(night, tmp_path, monkeypatch):
+    pairs = PairSimilarities(tmp_path / "token_pairs.sqlite")
+
+    def disk_full(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(pairs.store, "put_many", disk_full)
+    with pytest.warns(UserWarning, match="could not store .* comparisons .*disk is full"):
+        tokens = assign_tokens(night, TokenSettings(), pairs)
+    pd.testing.assert_series_equal(tokens, assign_tokens(night, TokenSettings()))
+    assert len(PairSimilarities(tmp_path / "token_pairs.sqlite").store) == 0  # nothing was stored
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")  # the store's folder is a file: it cannot be created
+    with pytest.warns(UserWarning, match="cannot be opened"):
+        assert open_pair_store(blocked / "token_pairs.sqlite") is None
