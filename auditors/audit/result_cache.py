@@ -23,7 +23,6 @@ column set, value types) and anything that does not match is recomputed, never t
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 import auditors
+from auditors.code_version import PACKAGE_ROOT, library_versions, sources_digest
 from auditors.audit.stored_maps import decode_maps, encode_maps
 from auditors.audit.tables import row_columns
 from auditors.audit.variants import target_columns
@@ -81,23 +81,14 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def _source_hash() -> str:
-    root = Path(auditors.__file__).parent
+    root = PACKAGE_ROOT
     files = sorted(p for pkg in _ROW_SOURCES for p in (root / pkg).rglob("*.py"))
     files += [root / f for f in _ROW_FILES if (root / f).is_file()]
-    h = hashlib.blake2b(digest_size=16)
-    for f in files:
-        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    return sources_digest(str(f.relative_to(root)) for f in files)
 
 
 def _library_versions() -> dict[str, str]:
-    out = {}
-    for name in _LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    return library_versions(_LIBRARIES)
 
 
 def _resolved_precision(cfg: AuditConfig, device: torch.device) -> dict[str, Any]:

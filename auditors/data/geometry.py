@@ -107,6 +107,10 @@ def warp_points(points: np.ndarray, p: Placement) -> np.ndarray:
     return out
 
 
+#: Polygons rasterised at once when only their union is wanted (bounds the (K, H, W) buffer).
+_UNION_BATCH = 32
+
+
 def polygons_to_mask(polygons: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     """Rasterise polygons (each (K, 2) x/y in pixel-edge coordinates) to one boolean HxW mask (their union).
 
@@ -118,8 +122,6 @@ def polygons_to_mask(polygons: list[np.ndarray], hw: tuple[int, int]) -> np.ndar
         mask |= polygon_masks(polygons[start : start + _UNION_BATCH], hw).any(axis=0)
     return mask
 
-
-_UNION_BATCH = 32
 
 
 def polygon_masks(polygons: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:

@@ -17,7 +17,6 @@ WAL, one transaction per write, a corrupt file moved aside and rebuilt.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import sqlite3
 import warnings
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-import auditors
+from auditors.code_version import library_versions, sources_digest
 from auditors.regions.cache import RegionCache
 
 __all__ = ["PairSimilarities", "PairMemo", "open_pair_store", "similarity_version", "patch_digest"]
@@ -37,16 +36,9 @@ _LIBRARIES = ("opencv-python-headless", "numpy")
 
 def similarity_version() -> str:
     """Hash of the comparison's source and the libraries it calls: a change recomputes every pair."""
-    root = Path(auditors.__file__).parent
-    h = hashlib.blake2b(digest_size=16)
-    for rel in _SIMILARITY_SOURCES:
-        h.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
-    for name in _LIBRARIES:
-        try:
-            h.update(f"{name}={importlib.metadata.version(name)}\0".encode())
-        except importlib.metadata.PackageNotFoundError:
-            h.update(f"{name}=absent\0".encode())
-    return h.hexdigest()
+    libraries = library_versions(_LIBRARIES)
+    parts = [sources_digest(_SIMILARITY_SOURCES)] + [f"{k}={v}" for k, v in libraries.items()]
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()
 
 
 def patch_digest(patch: str) -> str:

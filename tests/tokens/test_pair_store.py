@@ -88,15 +88,16 @@ def test_a_changed_comparison_reuses_nothing(night, counted, tmp_path):
 
 
 def test_the_version_follows_the_comparison_code(monkeypatch, tmp_path):
+    import auditors.code_version as code_version
     import auditors.tokens.pair_store as pair_store
 
     before = similarity_version()
     root = tmp_path / "auditors"
     for rel in pair_store._SIMILARITY_SOURCES:
-        src = pair_store.Path(pair_store.auditors.__file__).parent / rel
+        src = code_version.PACKAGE_ROOT / rel
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(src.read_bytes())
-    monkeypatch.setattr(pair_store.auditors, "__file__", str(root / "__init__.py"))
+    monkeypatch.setattr(code_version, "PACKAGE_ROOT", root)
     assert similarity_version() == before  # same sources, same version
     (root / "tokens" / "visual.py").write_bytes((root / "tokens" / "visual.py").read_bytes() + b"\n# edited\n")
     assert similarity_version() != before
